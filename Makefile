@@ -37,15 +37,79 @@ endif
 demo: venv plugins ## the main job: export, build the repository, serve with tritonserver, verify over HTTP and gRPC
 	$(BIN)/plugserve demo
 
+.PHONY: repository
+repository: venv ## export both models and build model_repository/ from models.yaml (keeps the newest 2 versions)
+	$(BIN)/plugserve build --keep 2
+
+.PHONY: serve
+serve: venv plugins ## serve model_repository/ with tritonserver on :8000 http, :8001 grpc, :8002 metrics (Ctrl-C stops)
+	$(BIN)/plugserve serve
+
 .PHONY: test
 test: venv plugins ## run the whole test suite (what CI runs)
 	$(BIN)/python -m pytest
 
+.PHONY: test-gpu
+test-gpu: ## on a CUDA machine: build the plugins and run the GPU tests (plain python3, no venv needed)
+	$(MAKE) -C plugins
+	PYTHONPATH=src $(PYTHON) -m pytest -m gpu tests/gpu
+
+.PHONY: test-tensorrt
+test-tensorrt: ## in the NGC image (docker/): one-plugin engines vs PyTorch, then both models served as engines
+	$(if $(NVCC),$(MAKE) -C plugins,@echo "test-tensorrt: no nvcc here; using the prebuilt plugins/build/libplugserve.so")
+	PYTHONPATH=src $(PYTHON) -m pytest -m tensorrt -rs tests/tensorrt
+
+.PHONY: bench-kernels
+bench-kernels: ## on a CUDA machine: time the plugin kernels against their peers (PEER=<dir of torch_ms_deform_attn>)
+	$(MAKE) -C plugins
+	PYTHONPATH=src $(PYTHON) bench/kernels.py $(if $(PEER),--peer-path $(PEER))
+
+# The Python of the GPU host the bundle is for (MAJOR.MINOR; the nvidia-pytriton wheel has stubs for 3.8-3.13).
+BUNDLE_PYTHON ?= 3.12
+
+.PHONY: bundle
+bundle: venv plugins ## offline bundle for a GPU host without network: server, wheels, libplugserve.so (BUNDLE_PYTHON=3.12)
+	$(BIN)/python scripts/bundle.py --python $(BUNDLE_PYTHON)
+
+# Bench settings; override on the command line, e.g. `make bench BENCH_CONCURRENCY=1:16:2`.
+BENCH_MODELS ?= super_resolution deformable_encoder
+BENCH_PROTOCOLS ?= http grpc
+BENCH_CONCURRENCY ?= 1:8
+BENCH_ARGS ?=
+LOCUST_PROTOCOL ?= http
+LOCUST_HOST ?= localhost:$(if $(filter grpc,$(LOCUST_PROTOCOL)),8001,8000)
+LOCUST_USERS ?= 4
+LOCUST_TIME ?= 60s
+LOCUST_TAGS ?= sr deformable
+
+.PHONY: bench
+bench: venv ## harness ceiling, then concurrency sweeps (with in-process ORT beside) of each model over HTTP and gRPC; needs a built model_repository
+	for protocol in $(BENCH_PROTOCOLS); do \
+	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) || exit 1; \
+	  for model in $(BENCH_MODELS); do \
+	    $(BIN)/python bench/perf.py --model $$model --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) \
+	      --in-process $(BENCH_ARGS) || exit 1; \
+	  done; \
+	done
+
+.PHONY: locust
+locust: venv ## locust, headless for LOCUST_TIME against a running server (LOCUST_HOST, LOCUST_PROTOCOL http|grpc); CSV stats in bench/results/
+	mkdir -p bench/results
+	$(BIN)/locust -f bench/locustfile.py --headless --users $(LOCUST_USERS) --spawn-rate $(LOCUST_USERS) \
+	  --run-time $(LOCUST_TIME) --stop-timeout 30 --host $(LOCUST_HOST) --tags $(LOCUST_TAGS) --only-summary \
+	  --csv bench/results/locust-$(LOCUST_PROTOCOL) $(if $(filter grpc,$(LOCUST_PROTOCOL)),TritonGrpcUser,TritonHttpUser)
+
+.PHONY: report
+report: venv ## write bench/results/report/report.md with PNG plots from bench/results/
+	$(BIN)/plugserve report
+
 .PHONY: lint
 lint: venv ## ruff and mypy (the TensorRT module against tensorrt-stubs)
 	$(BIN)/ruff check src tests bench build_engines.py
-	$(BIN)/mypy src/plugserve
+	# tensorrt-stubs is invisible to mypy as installed (no py.typed, invalid lines): use a repaired copy.
+	$(BIN)/python scripts/typing_stubs.py .cache/typing
+	MYPYPATH=.cache/typing $(BIN)/mypy src/plugserve
 
 .PHONY: clean
 clean: ## remove build outputs (keeps .venv)
-	rm -rf plugins/build artifacts bench/results model_repository/*/
+	rm -rf plugins/build artifacts bench/results model_repository/*/ .model_repository.staging

@@ -1,0 +1,41 @@
+// MSDeformAttn: multi-scale deformable attention sampling (Deformable DETR), on the GPU and the CPU.
+// The TensorRT glue and the C ABI call only these functions.
+#pragma once
+
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "common/status.h"
+
+namespace plugserve::ms_deform_attn {
+
+// Tensors (row-major):
+//   value               [batch, num_values, num_heads, head_dim]                       DType
+//   spatial_shapes      [num_levels, 2]  (H, W) per level                              IndexType
+//   level_start_index   [num_levels]     first row of each level in `value`            IndexType
+//   sampling_locations  [batch, num_queries, num_heads, num_levels, num_points, 2] (x, y) in [0, 1]   DType
+//   attention_weights   [batch, num_queries, num_heads, num_levels, num_points]       DType
+//   output              [batch, num_queries, num_heads, head_dim]                      DType
+struct Params {
+    int64_t batch, num_values /*S*/, num_heads /*M*/, head_dim /*D*/, num_levels /*L*/,
+        num_queries /*Lq*/, num_points /*P*/;
+};
+
+// 1 <= L <= 8, 1 <= P <= 16, D even and <= 256, M >= 1, batch/S/Lq >= 0, element counts
+// that fit the kernels' 32-bit indexing.
+Status validate(const Params&);
+
+// spatial_shapes and level_start_index are DEVICE pointers here (as TensorRT passes them).
+// Levels whose shape or start index is inconsistent with `value` are skipped in the kernel
+// (they contribute zero) instead of being read out of bounds. Asynchronous on `stream`.
+Status launch(const Params&, DType, IndexType, const void* value, const void* spatial_shapes,
+              const void* level_start_index, const void* sampling_locations,
+              const void* attention_weights, void* output, cudaStream_t stream);
+
+// Host pointers. Here the indices are checked up front, and inconsistent ones are an error.
+Status runCpu(const Params&, DType, IndexType, const void* value, const void* spatial_shapes,
+              const void* level_start_index, const void* sampling_locations,
+              const void* attention_weights, void* output);
+
+}  // namespace plugserve::ms_deform_attn

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Issue 6 on a GPU host with no network: install the offline bundle, build the torch-runtime
+# repository of bench/torch_h100.yaml, run the GPU tests, then measure every model of it over gRPC
+# with `plugserve bench`, each kernel model right beside its pure-PyTorch twin.
+#
+#   make bundle BUNDLE_PYTHON=3.12           # here, with the network: dist/bundle-py3.12
+#   OUT=<dir> bash scripts/device_torch_bench.sh        # there, in the repository root
+#
+# Writes into $OUT (at most 8 files): bench.log (everything printed), gpu-tests.log, table.md (the
+# side-by-side table), results.tgz (the bench JSON/CSV files) and tritonserver.log.
+# Extra wheels in .whl/ (e.g. pytest, which the host may lack) are installed with the bundle.
+# STAGES picks what runs after the build: tests (GPU tests), pairs (the measurements the issue asks
+# for), extra (the same pairs through system shared memory, and our kernels without CUDA graphs).
+set -uo pipefail
+STAGES=${STAGES:-tests pairs extra}
+OUT=${OUT:-$PWD/bench/results/device}
+BUNDLE=${BUNDLE:-dist/bundle-py3.12}
+REPOSITORY=${REPOSITORY:-/tmp/plugserve-torch-repository}
+RESULTS=$(mktemp -d)
+PYTHON=${PYTHON:-python3}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/bench.log") 2>&1
+step() { echo "== $(date -u +%T) $*"; }
+
+step "install the bundle ($BUNDLE)"
+PYTHON=$PYTHON bash "$BUNDLE/install.sh" || exit 1
+# shellcheck source=/dev/null
+. "$BUNDLE/env.sh"
+if compgen -G ".whl/*.whl" >/dev/null; then
+  "$PYTHON" -m pip install -q --no-index --no-deps .whl/*.whl || exit 1
+fi
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+# What the python backend stub needs from the host: libpython of this version, and room in /dev/shm.
+ls "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"/libpython3*.so* 2>&1 | head -3
+df -h /dev/shm | tail -1
+"$PYTHON" -c "import sys, torch, numpy; from plugserve import plugins; print('python', sys.version.split()[0], \
+'torch', torch.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name()); print(plugins.build_info())" || exit 1
+
+has() { [[ " $STAGES " == *" $1 "* ]]; }
+if has tests; then
+  step "GPU tests"
+  timeout 300 "$PYTHON" -m pytest -m gpu tests/gpu/test_torch_runtime.py -q -p no:cacheprovider -o addopts="" \
+    2>&1 | tee "$OUT/gpu-tests.log"
+fi
+has pairs || has extra || exit 0
+
+step "build $REPOSITORY from bench/torch_h100.yaml"
+rm -rf "$REPOSITORY"
+"$PYTHON" -m plugserve.cli build --config bench/torch_h100.yaml --repository "$REPOSITORY" || exit 1
+
+step "serve"
+# GPU outputs go from the runner to the server through Triton's CUDA memory pool; the default 64 MiB
+# is smaller than one batch of encoder outputs (8 x 22 MiB), which would fall back to CUDA IPC.
+"$PYTHON" -m plugserve.cli serve --repository "$REPOSITORY" --log "$OUT/tritonserver.log" --startup-timeout 400 \
+  --server-arg=--cuda-memory-pool-byte-size=0:4294967296 &
+SERVER=$!
+finish() {  # whatever happened: stop the server, keep what was measured
+  kill "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null
+  step "table"
+  "$PYTHON" scripts/torch_bench_table.py "$RESULTS" | tee "$OUT/table.md"
+  tar -czf "$OUT/results.tgz" -C "$RESULTS" .
+  step done
+}
+trap finish EXIT
+ready() { "$PYTHON" -c "import urllib.request as u; u.urlopen('http://localhost:8000/v2/health/ready', timeout=2)" 2>/dev/null; }
+for _ in $(seq 400); do
+  ready && break
+  kill -0 $SERVER 2>/dev/null || { echo "server exited"; tail -40 "$OUT/tritonserver.log"; exit 1; }
+  sleep 1
+done
+ready || { echo "server not ready"; tail -40 "$OUT/tritonserver.log"; exit 1; }
+nvidia-smi --query-gpu=memory.used --format=csv,noheader
+
+bench() {  # model, extra bench arguments...
+  local model=$1; shift
+  step "bench $model $*"
+  timeout 90 "$PYTHON" -m plugserve.cli bench --url localhost:8001 --protocol grpc --model "$model" \
+    --repository "$REPOSITORY" --concurrency 1,8 --warmup 2 --max-step-time 8 --results "$RESULTS" \
+    --tag h100 "$@"
+}
+SR=(--shape image=3,256,256 --input size=1024,1024)
+DEFORMABLE=(--shape image=3,800,1333)
+if has pairs; then
+  bench super_resolution_fp16 "${SR[@]}"
+  bench super_resolution_fp16_pytorch "${SR[@]}"
+  bench deformable_encoder_fp16 "${DEFORMABLE[@]}"
+  bench deformable_encoder_fp16_pytorch "${DEFORMABLE[@]}"
+  bench deformable_encoder_fp32 "${DEFORMABLE[@]}"
+  bench deformable_encoder_fp32_pytorch "${DEFORMABLE[@]}"
+fi
+if has extra; then
+  bench deformable_encoder_fp16_eager "${DEFORMABLE[@]}"
+  # The pairs with tensors in system shared memory: what is left when gRPC stops copying them.
+  bench super_resolution_fp16 "${SR[@]}" --shared-memory system
+  bench super_resolution_fp16_pytorch "${SR[@]}" --shared-memory system
+  bench deformable_encoder_fp16 "${DEFORMABLE[@]}" --shared-memory system
+  bench deformable_encoder_fp16_pytorch "${DEFORMABLE[@]}" --shared-memory system
+fi
+

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Markdown table of `plugserve bench` runs of bench/torch_h100.yaml: each model beside its pure-PyTorch twin.
+
+    python scripts/torch_bench_table.py RESULTS_DIR
+
+A model named `<name>_pytorch` is the twin of `<name>` (and of `<name>_eager`); the ratio column is
+throughput over the twin's at the same concurrency. The server columns are Triton's per-request
+averages over the measured windows: queue, compute input (request tensors into the runner),
+compute infer (the runner's execute), compute output (response tensors out).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def twin(model: str) -> str | None:
+    if model.endswith("_pytorch"):
+        return None
+    return model.removesuffix("_eager") + "_pytorch"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print(__doc__, file=sys.stderr)
+        return 2
+    runs = {}
+    for path in sorted(Path(argv[0]).glob("*.json")):
+        run = json.loads(path.read_text())
+        meta = run["meta"]
+        transport = meta["protocol"] + (" + shm" if meta["shared_memory"] else "")
+        runs[(meta["model"], transport)] = run  # the newest of a kind wins: file names end with the start time
+    steps = {(model, transport, step["load"]): step for (model, transport), run in runs.items()
+             for step in run["steps"]}
+    print("| model | transport | conc | infer/s | vs PyTorch | p50 ms | p99 ms | batch | queue us | input us "
+          "| infer us | output us | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (model, transport), run in runs.items():
+        for step in run["steps"]:
+            other = steps.get((twin(model), transport, step["load"])) if twin(model) else None
+            ratio = f"{step['throughput'] / other['throughput']:.2f}x" if other and other["throughput"] else ""
+            server = step["server"]
+            print(f"| {model} | {transport} | {step['load']:g} | {step['throughput']:.1f} | {ratio} "
+                  f"| {step['p50_ms']:.2f} "
+                  f"| {step['p99_ms']:.2f} | {server.get('server_avg_batch', float('nan')):.2f} "
+                  f"| {server.get('server_queue_us', float('nan')):.0f} "
+                  f"| {server.get('server_compute_input_us', float('nan')):.0f} "
+                  f"| {server.get('server_compute_infer_us', float('nan')):.0f} "
+                  f"| {server.get('server_compute_output_us', float('nan')):.0f} | {step['errors']} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,272 @@
+"""Talk to a served model over HTTP or gRPC (tritonclient), and check answers against PyTorch.
+
+    client = Client("localhost:8000", "http")
+    out = client.infer("super_resolution", {"image": x, "size": np.array([[512, 512]])})
+
+`plugserve infer` wraps this: an image file in, an upscaled PNG out (super-resolution), or
+random / saved .npy inputs (any model); `--check` compares with the local PyTorch model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+
+PROTOCOLS = ("http", "grpc")
+DEFAULT_URLS = {"http": "localhost:8000", "grpc": "localhost:8001"}
+# Max abs error allowed between a served output and PyTorch (fp32), by model; others get DEFAULT_ATOL.
+TOLERANCES = {"super_resolution": 1e-4, "deformable_encoder": 1e-3}
+DEFAULT_ATOL = 1e-3
+
+
+class Client:
+    """One tritonclient connection; `infer` takes and returns numpy arrays by tensor name.
+
+    tritonclient's HTTP client runs on gevent and must not be shared between threads: give each
+    thread its own Client (the gRPC one may be shared).
+    """
+
+    def __init__(self, url: str | None = None, protocol: str = "http", *, timeout_s: float = 120.0):
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.protocol = protocol
+        self.url = url or DEFAULT_URLS[protocol]
+        if protocol == "http":
+            import tritonclient.http as module
+
+            self._client = module.InferenceServerClient(
+                self.url, connection_timeout=timeout_s, network_timeout=timeout_s
+            )
+        else:
+            import tritonclient.grpc as module
+
+            self._client = module.InferenceServerClient(self.url)
+        self._module = module
+        self._timeout_s = timeout_s
+        self._output_names: dict[str, list[str]] = {}
+
+    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """One request; raises tritonclient's InferenceServerException with the server's message on error."""
+        import numpy as np
+        from tritonclient.utils import np_to_triton_dtype
+
+        request_inputs = []
+        for name, array in inputs.items():
+            array = np.ascontiguousarray(array)
+            tensor = self._module.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            request_inputs.append(tensor)
+        if outputs is None:
+            if model not in self._output_names:  # asked once per model, not once per request
+                self._output_names[model] = [o["name"] for o in self.config(model)["output"]]
+            outputs = self._output_names[model]
+        requested = [self._module.InferRequestedOutput(name) for name in outputs]
+        if self.protocol == "grpc":
+            result = self._client.infer(model, request_inputs, outputs=requested, client_timeout=self._timeout_s)
+        else:
+            result = self._client.infer(model, request_inputs, outputs=requested)
+        return {name: result.as_numpy(name) for name in outputs}
+
+    def register_system_shared_memory(self, region: str, key: str, byte_size: int) -> None:
+        """Tell the server about a system shared-memory region (made with tritonclient.utils.shared_memory)."""
+        self._client.register_system_shared_memory(region, key, byte_size)
+
+    def unregister_system_shared_memory(self, region: str) -> None:
+        self._client.unregister_system_shared_memory(region)
+
+    def infer_shared_memory(
+        self, model: str, inputs: dict[str, tuple[str, list[int], str, int]], outputs: dict[str, tuple[str, int]]
+    ) -> None:
+        """One request whose tensors stay in registered regions: inputs name -> (region, shape, datatype,
+        byte size), outputs name -> (region, byte size). The server writes the outputs into their regions."""
+        request_inputs = []
+        for name, (region, shape, datatype, byte_size) in inputs.items():
+            tensor = self._module.InferInput(name, shape, datatype)
+            tensor.set_shared_memory(region, byte_size)
+            request_inputs.append(tensor)
+        requested = []
+        for name, (region, byte_size) in outputs.items():
+            output = self._module.InferRequestedOutput(name)
+            output.set_shared_memory(region, byte_size)
+            requested.append(output)
+        if self.protocol == "grpc":
+            self._client.infer(model, request_inputs, outputs=requested, client_timeout=self._timeout_s)
+        else:
+            self._client.infer(model, request_inputs, outputs=requested)
+
+    def config(self, model: str) -> dict[str, Any]:
+        if self.protocol == "grpc":
+            return self._client.get_model_config(model, as_json=True)["config"]
+        return self._client.get_model_config(model)
+
+    def statistics(self, model: str) -> dict[str, Any]:
+        if self.protocol == "grpc":
+            return self._client.get_inference_statistics(model, as_json=True)
+        return self._client.get_inference_statistics(model)
+
+    def ready(self, model: str | None = None) -> bool:
+        return self._client.is_model_ready(model) if model else self._client.is_server_ready()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def load_image(path: Path) -> np.ndarray:
+    """An image file as FP32 [1, 3, H, W] RGB in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as image:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1)[None])
+
+
+def save_image(array: np.ndarray, path: Path) -> Path:
+    """[1, 3, H, W] or [3, H, W] in [0, 1] -> an 8-bit PNG (or any format PIL infers from the suffix)."""
+    import numpy as np
+    from PIL import Image
+
+    chw = array[0] if array.ndim == 4 else array
+    pixels = np.clip(np.rint(chw.transpose(1, 2, 0) * 255.0), 0, 255).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@functools.lru_cache(maxsize=4)
+def _local_model(name: str, checkpoint: Path | None):
+    from plugserve import models
+
+    return models.load(name, checkpoint=checkpoint)
+
+
+def reference_outputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The local PyTorch model's outputs for the same inputs (the served model's source in models.yaml)."""
+    import torch
+
+    if spec.source_model is None:
+        raise ValueError(f"model {spec.name!r} comes from an ONNX file: there is no PyTorch model to check against")
+    module = _local_model(spec.source_model, spec.checkpoint)  # loaded once per process, not per request
+    args = []
+    for t in spec.inputs:
+        array = inputs[t.name]
+        # A shape tensor is batched by Triton ([N, k], equal rows); the model takes one row.
+        args.append(torch.from_numpy(array.reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else array))
+    with torch.inference_mode():
+        result = module(*args)
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    return {t.name: r.detach().cpu().numpy() for t, r in zip(spec.outputs, results, strict=True)}
+
+
+def compare(served: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max abs error per output; a shape mismatch raises ValueError naming the output."""
+    import numpy as np
+
+    errors = {}
+    for name, want in expected.items():
+        got = served[name]
+        if got.shape != want.shape:
+            raise ValueError(f"output '{name}': served shape {list(got.shape)} != PyTorch shape {list(want.shape)}")
+        errors[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+    return errors
+
+
+def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="model name in the repository, e.g. super_resolution, deformable_encoder")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http")
+    parser.add_argument("--url", help="server address (default: localhost:8000 http, localhost:8001 grpc)")
+    image = parser.add_argument_group("super-resolution from an image file")
+    image.add_argument("--image", type=Path, help="input image (PNG, JPEG, ...)")
+    scale = image.add_mutually_exclusive_group()
+    scale.add_argument("--scale", type=float, help="upscale factor, e.g. 2 or 3.5 (also with --random)")
+    scale.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="output size (also with --random)")
+    tensors = parser.add_argument_group("any model from arrays")
+    tensors.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="a saved input")
+    tensors.add_argument("--random", type=int, nargs=2, metavar=("H", "W"),
+                         help="random image input of this size (batch 1); with --scale/--size also `size`")
+    parser.add_argument("--output", type=Path,
+                        help="where to write the result (.png for an image, else .npz of all outputs)")
+    parser.add_argument("--check", action="store_true", help="compare with the local PyTorch model; exit 1 on mismatch")
+    parser.add_argument("--atol", type=float, help="max abs error for --check (default: per model)")
+    parser.add_argument("--config", type=Path, default=Path("models.yaml"), help="models.yaml, for --check")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _request_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
+    import numpy as np
+
+    if args.image is not None:
+        image = load_image(args.image)
+        height, width = image.shape[2:]
+        if args.size is not None:
+            size = args.size
+        elif args.scale is not None:
+            size = [round(height * args.scale), round(width * args.scale)]
+        else:
+            raise SystemExit("infer: --image needs --scale or --size")
+        return {"image": image, "size": np.array([size], dtype=np.int64)}
+    if args.random is not None:
+        image = np.random.default_rng(args.seed).random((1, 3, *args.random), dtype=np.float32)
+        if args.size is None and args.scale is None:
+            return {"image": image}
+        size = args.size or [round(args.random[0] * args.scale), round(args.random[1] * args.scale)]
+        return {"image": image, "size": np.array([size], dtype=np.int64)}
+    inputs = {}
+    for item in args.input:
+        name, sep, file = item.partition("=")
+        if not sep or not file:
+            raise SystemExit(f"infer: --input expects NAME=FILE.npy, got {item!r}")
+        inputs[name] = np.load(file)
+    if not inputs:
+        raise SystemExit("infer: give --image (super-resolution), --random H W, or --input NAME=FILE.npy")
+    return inputs
+
+
+def run_infer(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+    from tritonclient.utils import InferenceServerException
+
+    inputs = _request_inputs(args)
+    try:
+        with Client(args.url, args.protocol) as client:
+            started = time.perf_counter()
+            outputs = client.infer(args.model, inputs)
+            elapsed_ms = (time.perf_counter() - started) * 1000
+    except InferenceServerException as error:
+        print(f"infer: server error: {error.message()}", file=sys.stderr)
+        return 1
+    for name, array in outputs.items():
+        print(f"infer: {args.model} over {args.protocol}: {name} {array.dtype} {list(array.shape)} in {elapsed_ms:.1f} ms")
+    if args.output is not None:
+        if args.output.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"):
+            save_image(next(iter(outputs.values())), args.output)
+        else:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(args.output, **outputs)
+        print(f"infer: wrote {args.output}")
+    if args.check:
+        from plugserve import config
+
+        spec = config.load(args.config)[args.model]
+        errors = compare(outputs, reference_outputs(spec, inputs))
+        atol = args.atol if args.atol is not None else TOLERANCES.get(args.model, DEFAULT_ATOL)
+        for name, error in errors.items():
+            verdict = "ok" if error <= atol else "MISMATCH"
+            print(f"infer: check {name}: max abs error vs PyTorch {error:.2e} (atol {atol:.0e}) {verdict}")
+        if any(error > atol for error in errors.values()):
+            return 1
+    return 0

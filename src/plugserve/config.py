@@ -1,0 +1,332 @@
+"""Load and validate models.yaml: what each served model is built from and how Triton serves it.
+
+Every check names the field it rejects, as a path from the top of the file
+(`models.yaml: models.super_resolution.profiles[0].image.max: expected 4 integers`), so a
+broken file fails the build before any export starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from plugserve.tensorrt import TensorRTSettings
+
+# Triton data type names (config.pbtxt `TYPE_<name>`) -> numpy dtype names.
+DTYPES: dict[str, str] = {
+    "FP32": "float32",
+    "FP16": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
+PRECISIONS = ("fp32", "fp16", "bf16")
+INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
+DEFAULT_RUNTIME = "onnxruntime"
+# `runtime: torch` options: which implementation the plugserve ops run ("plugserve" = the
+# libplugserve.so kernels, "reference" = pure PyTorch, for side-by-side measurements), and how the
+# program is executed ("auto" = CUDA graphs on GPU instances, eager on CPU ones).
+TORCH_OPS = ("plugserve", "reference")
+TORCH_ACCELERATIONS = ("auto", "none", "cuda_graphs", "compile")
+
+
+class ConfigError(ValueError):
+    """models.yaml is missing a field or has a wrong one; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # Triton name, e.g. "FP32"
+    dims: tuple[int, ...]  # without the batch dimension; -1 = any size
+    # A shape tensor's *values* matter (e.g. the requested output size): its profile bounds values, not dims.
+    shape_tensor: bool = False
+
+
+@dataclass(frozen=True)
+class Range:
+    """min/opt/max of one input in one shape profile: full shapes (batch first when batching) or shape-tensor values."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def as_dict(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+
+@dataclass(frozen=True)
+class DynamicBatching:
+    preferred_batch_size: tuple[int, ...]
+    max_queue_delay_microseconds: int
+
+
+@dataclass(frozen=True)
+class InstanceGroup:
+    count: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class TorchOptions:
+    ops: str = "plugserve"
+    acceleration: str = "auto"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    # Exactly one source: a model from plugserve.models (checkpoint None = its default), or a ready ONNX file.
+    source_model: str | None
+    checkpoint: Path | None
+    onnx: Path | None
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    profiles: tuple[dict[str, Range], ...]
+    precisions: tuple[str, ...]
+    runtime: str
+    max_batch_size: int
+    dynamic_batching: DynamicBatching | None
+    instance_groups: tuple[InstanceGroup, ...]
+    torch: TorchOptions = TorchOptions()
+    tensorrt: TensorRTSettings = TensorRTSettings()  # the "tensorrt" runtime's build and serving options
+
+    def input(self, name: str) -> TensorSpec:
+        return next(t for t in self.inputs if t.name == name)
+
+
+class _Reader:
+    """Typed access to a parsed YAML tree that reports the dotted path of whatever it rejects."""
+
+    def __init__(self, file_label: str):
+        self.label = file_label
+
+    def fail(self, path: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.label}: {path}: {message}")
+
+    def mapping(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected a mapping, got {_describe(value)}")
+        return value
+
+    def field(self, parent: dict[str, Any], key: str, path: str, default: Any = ...) -> Any:
+        if key not in parent or parent[key] is None:
+            if default is ...:
+                raise self.fail(f"{path}.{key}", "missing")
+            return default
+        return parent[key]
+
+    def no_unknown(self, parent: dict[str, Any], known: tuple[str, ...], path: str) -> None:
+        for key in parent:
+            if key not in known:
+                raise self.fail(f"{path}.{key}", f"unknown field (known: {', '.join(known)})")
+
+    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(path, f"expected an integer, got {_describe(value)}")
+        if minimum is not None and value < minimum:
+            raise self.fail(path, f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    def integers(self, value: Any, path: str, count: int | None = None, minimum: int | None = None) -> tuple[int, ...]:
+        expected = f"{count} integers" if count is not None else "a list of integers"
+        if (
+            not isinstance(value, list)
+            or (count is not None and len(value) != count)
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+        ):
+            raise self.fail(path, f"expected {expected}, got {_describe(value)}")
+        if minimum is not None and any(v < minimum for v in value):
+            raise self.fail(path, f"expected integers >= {minimum}, got {value}")
+        return tuple(value)
+
+    def string(self, value: Any, path: str, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(path, f"expected a non-empty string, got {_describe(value)}")
+        if choices is not None and value not in choices:
+            raise self.fail(path, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def items(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(path, f"expected a non-empty list, got {_describe(value)}")
+        return value
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value)}: {value!r}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def load(path: str | Path) -> dict[str, ModelSpec]:
+    """Parse and validate models.yaml; relative file paths in it are relative to its directory."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path.name}: not valid YAML: {error}") from error
+    return parse(tree, base_dir=path.parent, label=path.name)
+
+
+def parse(tree: Any, base_dir: Path, label: str = "models.yaml") -> dict[str, ModelSpec]:
+    reader = _Reader(label)
+    top = reader.mapping(tree, "top level")
+    reader.no_unknown(top, ("models",), "top level")
+    models = reader.mapping(reader.field(top, "models", "top level"), "models")
+    if not models:
+        raise reader.fail("models", "expected at least one model")
+    return {name: _parse_model(reader, name, entry, base_dir) for name, entry in models.items()}
+
+
+def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> ModelSpec:
+    path = f"models.{name}"
+    entry = reader.mapping(entry, path)
+    reader.no_unknown(
+        entry,
+        ("source", "inputs", "outputs", "profiles", "precisions", "runtime", "max_batch_size",
+         "dynamic_batching", "instance_groups", "torch", "tensorrt"),
+        path,
+    )
+    source_model, checkpoint, onnx_path = _parse_source(reader, reader.field(entry, "source", path), path, base_dir)
+    max_batch_size = reader.integer(reader.field(entry, "max_batch_size", path, 0), f"{path}.max_batch_size", 0)
+    inputs = _parse_tensors(reader, reader.field(entry, "inputs", path), f"{path}.inputs")
+    outputs = _parse_tensors(reader, reader.field(entry, "outputs", path), f"{path}.outputs")
+    profiles = tuple(
+        _parse_profile(reader, profile, f"{path}.profiles[{i}]", inputs, max_batch_size)
+        for i, profile in enumerate(reader.items(reader.field(entry, "profiles", path), f"{path}.profiles"))
+    )
+    precisions = tuple(
+        reader.string(p, f"{path}.precisions[{i}]", PRECISIONS)
+        for i, p in enumerate(reader.items(reader.field(entry, "precisions", path, ["fp32"]), f"{path}.precisions"))
+    )
+    runtime = reader.string(reader.field(entry, "runtime", path, DEFAULT_RUNTIME), f"{path}.runtime")
+    batching = _parse_batching(reader, entry.get("dynamic_batching"), f"{path}.dynamic_batching", max_batch_size)
+    groups = tuple(
+        _parse_instance_group(reader, group, f"{path}.instance_groups[{i}]")
+        for i, group in enumerate(
+            reader.items(reader.field(entry, "instance_groups", path, [{"count": 1, "kind": "KIND_CPU"}]),
+                         f"{path}.instance_groups")
+        )
+    )
+    torch_options = _parse_torch_options(reader, entry.get("torch"), f"{path}.torch", runtime, groups)
+    try:
+        tensorrt_settings = TensorRTSettings.parse(f"{path}.tensorrt", entry.get("tensorrt"), base_dir)
+    except ValueError as error:
+        raise ConfigError(f"{reader.label}: {error}") from error
+    return ModelSpec(name, source_model, checkpoint, onnx_path, inputs, outputs, profiles, precisions, runtime,
+                     max_batch_size, batching, groups, torch_options, tensorrt_settings)
+
+
+def _parse_torch_options(
+    reader: _Reader, value: Any, path: str, runtime: str, groups: tuple[InstanceGroup, ...]
+) -> TorchOptions:
+    if value is None:
+        return TorchOptions()
+    if runtime != "torch":
+        raise reader.fail(path, f"applies to runtime torch only, this model's runtime is {runtime!r}")
+    options = reader.mapping(value, path)
+    reader.no_unknown(options, ("ops", "acceleration"), path)
+    ops = reader.string(options.get("ops", "plugserve"), f"{path}.ops", TORCH_OPS)
+    acceleration = reader.string(options.get("acceleration", "auto"), f"{path}.acceleration", TORCH_ACCELERATIONS)
+    if acceleration == "cuda_graphs" and any(g.kind != "KIND_GPU" for g in groups):
+        raise reader.fail(f"{path}.acceleration", "cuda_graphs needs every instance group to be KIND_GPU")
+    return TorchOptions(ops, acceleration)
+
+
+def _parse_source(reader: _Reader, value: Any, path: str, base_dir: Path) -> tuple[str | None, Path | None, Path | None]:
+    path = f"{path}.source"
+    source = reader.mapping(value, path)
+    reader.no_unknown(source, ("model", "checkpoint", "onnx"), path)
+    if ("model" in source) == ("onnx" in source):
+        raise reader.fail(path, "expected exactly one of 'model' (with 'checkpoint') or 'onnx'")
+    if "onnx" in source:
+        return None, None, base_dir / reader.string(source["onnx"], f"{path}.onnx")
+    model = reader.string(source["model"], f"{path}.model")
+    checkpoint = source.get("checkpoint")  # absent: the model's default checkpoint (plugserve.models)
+    if checkpoint is None:
+        return model, None, None
+    return model, base_dir / reader.string(checkpoint, f"{path}.checkpoint"), None
+
+
+def _parse_tensors(reader: _Reader, value: Any, path: str) -> tuple[TensorSpec, ...]:
+    tensors = []
+    for i, item in enumerate(reader.items(value, path)):
+        item_path = f"{path}[{i}]"
+        item = reader.mapping(item, item_path)
+        reader.no_unknown(item, ("name", "dtype", "dims", "shape_tensor"), item_path)
+        name = reader.string(reader.field(item, "name", item_path), f"{item_path}.name")
+        dtype = reader.string(reader.field(item, "dtype", item_path), f"{item_path}.dtype", tuple(DTYPES))
+        dims = reader.integers(reader.field(item, "dims", item_path), f"{item_path}.dims", minimum=-1)
+        if 0 in dims:
+            raise reader.fail(f"{item_path}.dims", f"a dimension is 0 in {list(dims)}; use -1 for 'any size'")
+        shape_tensor = item.get("shape_tensor", False)
+        if not isinstance(shape_tensor, bool):
+            raise reader.fail(f"{item_path}.shape_tensor", f"expected true or false, got {_describe(shape_tensor)}")
+        if shape_tensor and (len(dims) != 1 or dims[0] < 1 or dtype not in ("INT32", "INT64")):
+            raise reader.fail(item_path, "a shape tensor needs dtype INT32 or INT64 and dims [n] with n >= 1")
+        if any(t.name == name for t in tensors):
+            raise reader.fail(f"{item_path}.name", f"duplicate name {name!r}")
+        tensors.append(TensorSpec(name, dtype, dims, shape_tensor))
+    return tuple(tensors)
+
+
+def _parse_profile(
+    reader: _Reader, value: Any, path: str, inputs: tuple[TensorSpec, ...], max_batch_size: int
+) -> dict[str, Range]:
+    profile = reader.mapping(value, path)
+    names = tuple(t.name for t in inputs)
+    reader.no_unknown(profile, names, path)
+    ranges = {}
+    for tensor in inputs:
+        entry_path = f"{path}.{tensor.name}"
+        entry = reader.mapping(reader.field(profile, tensor.name, path), entry_path)
+        reader.no_unknown(entry, ("min", "opt", "max"), entry_path)
+        if tensor.shape_tensor:
+            count, fixed = tensor.dims[0], (-1,) * tensor.dims[0]  # values, none fixed
+        else:
+            count = len(tensor.dims) + (1 if max_batch_size > 0 else 0)
+            fixed = ((-1,) if max_batch_size > 0 else ()) + tensor.dims
+        bounds = {
+            key: reader.integers(reader.field(entry, key, entry_path), f"{entry_path}.{key}", count, minimum=1)
+            for key in ("min", "opt", "max")
+        }
+        for axis, want in enumerate(fixed):
+            if want != -1 and any(bounds[key][axis] != want for key in bounds):
+                raise reader.fail(entry_path, f"position {axis} is fixed to {want} by the dims of input {tensor.name!r}")
+        if not all(lo <= mid <= hi for lo, mid, hi in zip(bounds["min"], bounds["opt"], bounds["max"], strict=True)):
+            raise reader.fail(entry_path, f"expected min <= opt <= max in every position, got {bounds}")
+        if max_batch_size > 0 and not tensor.shape_tensor and bounds["max"][0] > max_batch_size:
+            raise reader.fail(f"{entry_path}.max", f"batch {bounds['max'][0]} exceeds max_batch_size {max_batch_size}")
+        ranges[tensor.name] = Range(bounds["min"], bounds["opt"], bounds["max"])
+    return ranges
+
+
+def _parse_batching(reader: _Reader, value: Any, path: str, max_batch_size: int) -> DynamicBatching | None:
+    if value is None:
+        return None
+    if max_batch_size == 0:
+        raise reader.fail(path, "dynamic batching needs max_batch_size > 0")
+    batching = reader.mapping(value, path)
+    reader.no_unknown(batching, ("preferred_batch_size", "max_queue_delay_microseconds"), path)
+    preferred = reader.integers(batching.get("preferred_batch_size", []), f"{path}.preferred_batch_size", minimum=1)
+    if any(size > max_batch_size for size in preferred):
+        raise reader.fail(f"{path}.preferred_batch_size", f"sizes must be <= max_batch_size {max_batch_size}")
+    delay = reader.integer(batching.get("max_queue_delay_microseconds", 0), f"{path}.max_queue_delay_microseconds", 0)
+    return DynamicBatching(preferred, delay)
+
+
+def _parse_instance_group(reader: _Reader, value: Any, path: str) -> InstanceGroup:
+    group = reader.mapping(value, path)
+    reader.no_unknown(group, ("count", "kind"), path)
+    count = reader.integer(reader.field(group, "count", path, 1), f"{path}.count", 1)
+    kind = reader.string(reader.field(group, "kind", path, "KIND_CPU"), f"{path}.kind", INSTANCE_KINDS)
+    return InstanceGroup(count, kind)

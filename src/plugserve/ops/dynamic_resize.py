@@ -1,0 +1,112 @@
+"""`plugserve::dynamic_resize`: resize an NCHW batch to an output size that arrives at run time.
+
+`size` is an int tensor [2] (output height, width), an input of the served model rather than a
+constant of the graph, so one engine serves every scale. The numbers are PyTorch's
+`F.interpolate` (antialias off) for modes "nearest", "bilinear" and "bicubic".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+
+from plugserve.ops import plugin_attributes, plugin_op, use_kernels
+
+if TYPE_CHECKING:
+    import onnx_graphsurgeon as gs
+
+OP_TYPE = "DynamicResize"
+MODES = ("nearest", "bilinear", "bicubic")
+
+
+def check_arguments(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> None:
+    """Errors naming the problem for what every implementation refuses (shapes only, no data read)."""
+    if x.dim() != 4:
+        raise ValueError(f"dynamic_resize: x must be 4-D [N, C, H, W], got shape {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        raise ValueError(f"dynamic_resize: x must be floating point, got {x.dtype}")
+    if size.shape != (2,) or size.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"dynamic_resize: size must be an int32/int64 tensor of shape [2] (out_h, out_w), "
+                         f"got {size.dtype} {tuple(size.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"dynamic_resize: mode must be one of {MODES}, got {mode!r}")
+    if mode == "nearest" and align_corners:
+        raise ValueError("dynamic_resize: align_corners applies to bilinear and bicubic, not nearest")
+
+
+def output_size(size: torch.Tensor) -> tuple[int, int]:
+    out_h, out_w = (int(v) for v in size.tolist())
+    if out_h < 1 or out_w < 1:
+        raise ValueError(f"dynamic_resize: output size must be >= 1, got ({out_h}, {out_w})")
+    return out_h, out_w
+
+
+def reference(x: torch.Tensor, size: torch.Tensor, mode: str = "bicubic", align_corners: bool = False) -> torch.Tensor:
+    """The op's definition: `F.interpolate` to the size held in `size`."""
+    check_arguments(x, size, mode, align_corners)
+    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    return F.interpolate(x, size=output_size(size), mode=mode, **corners)
+
+
+@torch.library.custom_op("plugserve::dynamic_resize", mutates_args=())
+def dynamic_resize(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> torch.Tensor:
+    """One implementation for every device: the compiled kernel once libplugserve.so is loadable
+    (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
+    if use_kernels(x):
+        from plugserve import plugins
+
+        check_arguments(x, size, mode, align_corners)
+        return plugins.dynamic_resize(x, *output_size(size), mode, align_corners)
+    return reference(x, size, mode, align_corners)
+
+
+@dynamic_resize.register_fake
+def _(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> torch.Tensor:
+    # The output size is data (a tensor's values), so the exporter sees two fresh symbolic sizes.
+    check_arguments(x, size, mode, align_corners)
+    ctx = torch.library.get_ctx()
+    return x.new_empty((x.shape[0], x.shape[1], ctx.new_dynamic_size(min=1), ctx.new_dynamic_size(min=1)))
+
+
+def onnx_translation(x, size, mode: str, align_corners: bool):
+    """The exporter's translation: one `plugserve::DynamicResize` node."""
+    node = plugin_op(OP_TYPE, {"x": "T", "size": "I"}, {"y": "T"}, {"mode": "string", "align_corners": "int"})
+    return node(x, size, mode=mode, align_corners=int(align_corners), **plugin_attributes())
+
+
+def decompose(graph: gs.Graph, node: gs.Node) -> None:
+    """Rewrite a DynamicResize node into a standard Resize with sizes = Concat(Shape(x)[:2], size).
+
+    The attributes reproduce PyTorch's sampling: cubic a=-0.75 with edge clamping (exclude_outside=0),
+    "half_pixel" (or "align_corners") source coordinates, and for nearest PyTorch's floor(dst * in/out).
+    """
+    import onnx_graphsurgeon as gs
+
+    from plugserve.ops.graph import Emitter, detach
+
+    x, size = node.inputs
+    output = node.outputs[0]
+    mode = _string(node.attrs.get("mode", "bicubic"))
+    align_corners = bool(node.attrs.get("align_corners", 0))
+    if mode not in MODES:
+        raise ValueError(f"{node.name}: DynamicResize mode must be one of {MODES}, got {mode!r}")
+    detach(node)
+
+    emit = Emitter(graph, node)
+    sizes = emit("Concat", emit("Shape", x, end=2), emit("Cast", size, to=7), axis=0)
+    attrs: dict = {"mode": {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}[mode]}
+    if mode == "nearest":
+        attrs.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    else:
+        attrs["coordinate_transformation_mode"] = "align_corners" if align_corners else "half_pixel"
+    if mode == "bicubic":
+        attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
+    skipped = gs.Variable.empty()  # Resize's roi and scales inputs, unused when sizes is given
+    emit("Resize", x, skipped, skipped, sizes, outputs=[output], **attrs)
+
+
+def _string(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+

@@ -1,0 +1,147 @@
+"""The Triton model repository on disk: config.pbtxt, version directories, manifest.json.
+
+config.pbtxt is built as a dict and parsed through Triton's own `model_config_pb2` schema, so a
+misspelt field or a wrong enum fails here, at build time, rather than when tritonserver loads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from plugserve.config import ModelSpec
+
+CONFIG_NAME = "config.pbtxt"
+MANIFEST_NAME = "manifest.json"
+# Key of the config parameter that carries the model's tensors and shape profiles to a runner.
+SPEC_PARAMETER = "plugserve_spec"
+
+
+def runner_spec(spec: ModelSpec) -> dict[str, Any]:
+    """What a python-backend runner needs from models.yaml to check requests (JSON-serialisable)."""
+
+    def tensors(items):
+        return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "shape_tensor": t.shape_tensor} for t in items]
+
+    return {
+        "inputs": tensors(spec.inputs),
+        "outputs": tensors(spec.outputs),
+        "profiles": [{name: r.as_dict() for name, r in profile.items()} for profile in spec.profiles],
+        "max_batch_size": spec.max_batch_size,
+    }
+
+
+def config_dict(
+    spec: ModelSpec,
+    backend: str,
+    parameters: dict[str, str] | None = None,
+    updates: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The model's config as a dict in `model_config_pb2.ModelConfig` field names.
+
+    `updates` replaces top-level fields a lowering needs differently (e.g. TensorRT's
+    `platform`, `instance_group` kind GPU, `is_shape_tensor` on inputs).
+    """
+
+    def tensors(items):
+        return [{"name": t.name, "data_type": f"TYPE_{t.dtype}", "dims": list(t.dims)} for t in items]
+
+    config: dict[str, Any] = {
+        "name": spec.name,
+        "backend": backend,
+        "max_batch_size": spec.max_batch_size,
+        "input": tensors(spec.inputs),
+        "output": tensors(spec.outputs),
+        "instance_group": [{"count": g.count, "kind": g.kind} for g in spec.instance_groups],
+        "parameters": {key: {"string_value": value} for key, value in (parameters or {}).items()},
+    }
+    if spec.dynamic_batching is not None:
+        config["dynamic_batching"] = {
+            "preferred_batch_size": list(spec.dynamic_batching.preferred_batch_size),
+            "max_queue_delay_microseconds": spec.dynamic_batching.max_queue_delay_microseconds,
+        }
+    config.update(updates or {})
+    return config
+
+
+def to_message(config: dict[str, Any]):
+    """Parse a config dict through Triton's schema; unknown fields and bad enum values raise ValueError."""
+    from google.protobuf import json_format
+    from tritonclient.grpc import model_config_pb2
+
+    try:
+        return json_format.ParseDict(config, model_config_pb2.ModelConfig())
+    except json_format.ParseError as error:
+        raise ValueError(f"config for model {config.get('name')!r} does not fit Triton's schema: {error}") from error
+
+
+def to_dict(message) -> dict[str, Any]:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(message, preserving_proto_field_name=True)
+
+
+def write_config(config: dict[str, Any], path: Path) -> Path:
+    from google.protobuf import text_format
+
+    path.write_text(text_format.MessageToString(to_message(config)))
+    return path
+
+
+def read_config(path: Path):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(path.read_text(), model_config_pb2.ModelConfig())
+
+
+def read_parameters(message) -> dict[str, str]:
+    return {key: value.string_value for key, value in message.parameters.items()}
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def artifact_hashes(version_dir: Path) -> dict[str, str]:
+    """sha256 of every file under a version directory except the manifest itself, by relative path."""
+    return {
+        str(p.relative_to(version_dir)): sha256_file(p)
+        for p in sorted(version_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME and "__pycache__" not in p.parts
+    }
+
+
+def write_manifest(version_dir: Path, config_path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write manifest.json: `record` (model, version, runtime, source, versions, ...) plus artifact hashes."""
+    manifest = dict(record)
+    manifest["artifacts"] = artifact_hashes(version_dir)
+    manifest["config_sha256"] = sha256_file(config_path)
+    (version_dir / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    return manifest
+
+
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    return json.loads((version_dir / MANIFEST_NAME).read_text())
+
+
+def verify_manifest(version_dir: Path) -> list[str]:
+    """Files whose content no longer matches the manifest (missing, changed, or not listed)."""
+    recorded = read_manifest(version_dir)["artifacts"]
+    present = artifact_hashes(version_dir)
+    return sorted(
+        name for name in recorded.keys() | present.keys() if recorded.get(name) != present.get(name)
+    )
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Version numbers present under a model directory, ascending (Triton's numeric subdirectories)."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())

@@ -1,0 +1,320 @@
+"""Graph rewrites over the exported ONNX: `decompose` (plugin nodes -> standard ONNX ops).
+
+The ONNX with plugin nodes is the single source of truth; a runtime without our plugins (ONNX
+Runtime) gets the same graph with each plugin node replaced by its decomposition, which lives
+beside the op in `plugserve.ops.<op>.decompose`. `pluginize` goes the other way: runtime-sized
+Resize nodes and tutorial-era plugin nodes become our plugin nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import onnx
+
+# (domain, op type) of each node `decompose` rewrites -> (op module, function). NVIDIA's
+# MSDA plugin node is matched on its op type alone: tools put it under "", "trt.plugins" or others.
+_DECOMPOSITIONS = {
+    ("plugserve", "DynamicResize"): ("plugserve.ops.dynamic_resize", "decompose"),
+    ("plugserve", "MSDeformAttn"): ("plugserve.ops.ms_deform_attn", "decompose"),
+    (None, "MultiscaleDeformableAttnPlugin_TRT"): ("plugserve.ops.ms_deform_attn", "decompose"),
+}
+
+
+def _decomposition(domain: str, op_type: str):
+    import importlib
+
+    target = _DECOMPOSITIONS.get((domain, op_type)) or _DECOMPOSITIONS.get((None, op_type))
+    if target is None:
+        return None
+    module, function = target
+    return getattr(importlib.import_module(module), function)
+
+
+def decompose(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace every plugin node we know with standard ONNX ops; refuse other custom-domain nodes."""
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    graph = gs.import_onnx(model)
+    for node in list(graph.nodes):
+        rewrite = _decomposition(node.domain or "", node.op)
+        if rewrite is not None:
+            rewrite(graph, node)
+    graph.cleanup().toposort()
+    leftover = sorted({f"{n.domain}::{n.op}" for n in graph.nodes if n.domain not in ("", "ai.onnx", None)})
+    if leftover:
+        raise ValueError(f"decompose: no decomposition for custom nodes {leftover}")
+    out = gs.export_onnx(graph)
+    # Keep only the standard opset imports: the plugin domains are gone from the graph.
+    kept = [o for o in out.opset_import if o.domain in ("", "ai.onnx")]
+    del out.opset_import[:]
+    out.opset_import.extend(kept)
+    out.ir_version = model.ir_version
+    # The export's provenance stays; only the runtime the graph is for changes.
+    for prop in model.metadata_props:
+        out.metadata_props.add(key=prop.key, value="onnxruntime" if prop.key == "plugserve.target" else prop.value)
+    onnx.checker.check_model(out)
+    return onnx.shape_inference.infer_shapes(out, strict_mode=True)
+
+
+def add_decompose_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="ONNX with plugserve (or NVIDIA MSDA) plugin nodes")
+    parser.add_argument("output", type=Path, help="where to write the ONNX with standard ops only")
+
+
+def run_decompose(args: argparse.Namespace) -> int:
+    import onnx
+
+    if not args.input.is_file():
+        raise SystemExit(f"decompose: input {args.input} does not exist")
+    model = onnx.load(str(args.input))
+    decomposed = decompose(model)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(decomposed, str(args.output))
+    replaced = len(model.graph.node) - sum(1 for n in model.graph.node if n.domain in ("", "ai.onnx"))
+    print(f"decompose: {args.input} -> {args.output} ({replaced} plugin node(s) rewritten into standard ops)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# pluginize: recognised nodes -> plugserve plugin nodes (the inverse of decompose on our ops).
+
+# Resize attributes under which each ONNX mode computes what PyTorch's F.interpolate computes, and
+# so what DynamicResize computes: the attribute values that must hold, and the coordinate modes
+# accepted with the align_corners value each means.
+_RESIZE_MODES: dict[str, tuple[str, dict[str, object]]] = {
+    "cubic": ("bicubic", {"cubic_coeff_a": -0.75, "exclude_outside": 0}),
+    "linear": ("bilinear", {"exclude_outside": 0}),
+    "nearest": ("nearest", {"nearest_mode": "floor"}),
+}
+_COORDINATE_MODES = {
+    "bicubic": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
+    "bilinear": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
+    "nearest": {"asymmetric": 0},
+}
+# ONNX Resize defaults (opset 11+) for the attributes checked above.
+_RESIZE_DEFAULTS = {
+    "coordinate_transformation_mode": "half_pixel",
+    "cubic_coeff_a": -0.75,
+    "exclude_outside": 0,
+    "nearest_mode": "round_prefer_floor",
+    "antialias": 0,
+    "keep_aspect_ratio_policy": "stretch",
+}
+_MSDA_LEGACY = "MultiscaleDeformableAttnPlugin_TRT"
+_RESIZE_LEGACY = ("Test", "DynamicTRTResize")
+# Attributes a legacy MSDA node may carry that say where its plugin lives, not what it computes.
+_PLUGIN_LOOKUP_ATTRIBUTES = ("plugin_version", "plugin_namespace")
+
+
+class PluginizeError(ValueError):
+    """Nodes pluginize recognised but cannot map faithfully; the message gives each node and why."""
+
+
+def _text(value: Any) -> Any:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _is_runtime(tensor) -> bool:
+    """True for a tensor computed while the graph runs (not an initializer, Constant or absent)."""
+    import onnx_graphsurgeon as gs
+
+    if isinstance(tensor, gs.Constant) or tensor.name == "":
+        return False
+    producers = tensor.inputs
+    return not (producers and producers[0].op == "Constant")
+
+
+def _resize_plan(node) -> tuple[str, int] | str:
+    """(DynamicResize mode, align_corners) for a Resize node, or why it cannot be mapped."""
+    attrs = {key: _text(value) for key, value in node.attrs.items()}
+    mode = attrs.get("mode", "nearest")
+    if mode not in _RESIZE_MODES:
+        return f"mode {mode!r} has no DynamicResize equivalent"
+    ours, required = _RESIZE_MODES[mode]
+    for key, want in required.items():
+        got = attrs.get(key, _RESIZE_DEFAULTS[key])
+        if got != want:
+            return f"{key}={got!r}: DynamicResize reproduces F.interpolate, which has {key}={want!r} for {ours}"
+    for key in ("antialias", "keep_aspect_ratio_policy"):
+        got = attrs.get(key, _RESIZE_DEFAULTS[key])
+        if got != _RESIZE_DEFAULTS[key]:
+            return f"{key}={got!r} is not supported (DynamicResize resizes without antialiasing, stretching)"
+    if "axes" in attrs:
+        return "the axes attribute is not supported (DynamicResize resizes the last two axes of NCHW)"
+    coordinates = attrs.get("coordinate_transformation_mode", _RESIZE_DEFAULTS["coordinate_transformation_mode"])
+    if coordinates not in _COORDINATE_MODES[ours]:
+        return (f"coordinate_transformation_mode={coordinates!r} with mode {mode!r} is not one of "
+                f"{sorted(_COORDINATE_MODES[ours])}")
+    x = node.inputs[0]
+    if x.shape is not None and len(x.shape) != 4:
+        return f"input {x.name!r} has rank {len(x.shape)}; DynamicResize takes NCHW (rank 4)"
+    return ours, _COORDINATE_MODES[ours][coordinates]
+
+
+def _output_hw(emit, node, x) -> tuple[object, str]:
+    """The (H, W) int64 tensor a runtime-sized Resize produces, and how it was obtained."""
+    inputs = list(node.inputs) + [None] * (4 - len(node.inputs))
+    scales, sizes = (inputs[1], None) if len(node.inputs) == 2 else (inputs[2], inputs[3])  # opset 10 has no roi
+    if sizes is not None and sizes.name != "":
+        hw = emit("Slice", sizes, emit.int64(2), emit.int64(4), emit.int64(0))
+        return emit("Cast", hw, to=7), "sizes[2:4]"
+    # floor(input size * scale), as Resize computes its output size; DynamicResize then samples
+    # at out/in, which is the scale itself whenever input size * scale is a whole number.
+    in_hw = emit("Cast", emit("Slice", emit("Shape", x), emit.int64(2), emit.int64(4), emit.int64(0)), to=1)
+    scaled = emit("Mul", in_hw, emit("Slice", scales, emit.int64(2), emit.int64(4), emit.int64(0)))
+    return emit("Cast", emit("Floor", scaled), to=7), "floor(input size * scales[2:4])"
+
+
+def _dynamic_resize_node(emit, x, hw, output, mode: str, align_corners: int) -> None:
+    from plugserve.ops import DOMAIN, plugin_attributes
+
+    emit.graph.nodes.append(_plugin_node(emit, "DynamicResize", [x, hw], [output],
+                                         {"mode": mode, "align_corners": align_corners, **plugin_attributes(),
+                                          # the parser then gives the size to the plugin as a shape input
+                                          "tensorrt_plugin_shape_input_indices": [1]}, DOMAIN))
+
+
+def _plugin_node(emit, op: str, inputs: list, outputs: list, attrs: dict, domain: str):
+    import onnx_graphsurgeon as gs
+
+    return gs.Node(op=op, name=f"{emit.prefix}/{op}", domain=domain, attrs=attrs, inputs=inputs, outputs=outputs)
+
+
+def _int32(emit, index) -> object:
+    import numpy as np
+
+    if index.dtype is not None and np.dtype(index.dtype) == np.int32:
+        return index
+    cast = emit("Cast", index, to=6)  # TensorRT's MSDA plugins (NVIDIA's and ours) read int32 indices
+    cast.dtype, cast.shape = np.int32, index.shape  # typed, so checks and decompose see [L, 2] int32
+    return cast
+
+
+def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
+    """Rewrite into plugserve plugin nodes: Resize nodes whose sizes or scales are computed at run
+    time, the tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size
+    tensor) and `MultiscaleDeformableAttnPlugin_TRT` under any domain. `log` gets one line per rewrite.
+
+    Refuses (PluginizeError, graph unchanged) when a recognised node cannot be mapped faithfully.
+    Resize nodes with constant sizes or scales stay: TensorRT resizes those natively.
+    """
+    import onnx
+    import onnx_graphsurgeon as gs
+
+    from plugserve.ops import DOMAIN
+    from plugserve.ops.graph import Emitter, detach
+
+    graph = gs.import_onnx(model)
+    refused: list[str] = []
+    rewrites: list[tuple[str, Any, Any, str]] = []
+    for node in list(graph.nodes):
+        label = f"{node.domain + '::' if node.domain else ''}{node.op} {node.name or node.outputs[0].name!r}"
+        if node.op == "Resize" and node.domain in ("", "ai.onnx", None):
+            computed = [t for t in node.inputs[1:] if _is_runtime(t)]
+            if not computed:
+                continue
+            plan = _resize_plan(node)
+            if isinstance(plan, str):
+                refused.append(f"{label}: {plan}")
+                continue
+            rewrites.append(("resize", node, plan, label))
+        elif (node.domain, node.op) == _RESIZE_LEGACY:
+            extra = set(node.attrs) - {"align_corners", "mode", *_PLUGIN_LOOKUP_ATTRIBUTES}
+            mode = _text(node.attrs.get("mode", "bicubic"))
+            if extra or len(node.inputs) != 2 or mode not in _COORDINATE_MODES:
+                refused.append(f"{label}: expected inputs (input, size_tensor) and attributes align_corners[, mode], "
+                               f"got {len(node.inputs)} inputs and attributes {sorted(node.attrs)}")
+                continue
+            rewrites.append(("legacy_resize", node, (mode, int(node.attrs.get("align_corners", 0))), label))
+        elif node.op == _MSDA_LEGACY:
+            extra = set(node.attrs) - set(_PLUGIN_LOOKUP_ATTRIBUTES)
+            if extra or len(node.inputs) != 5 or len(node.outputs) != 1:
+                refused.append(f"{label}: expected 5 inputs (value, spatial_shapes, level_start_index, sampling "
+                               f"locations, attention weights), 1 output and no attributes of its own; got "
+                               f"{len(node.inputs)} inputs, {len(node.outputs)} outputs, attributes {sorted(extra)}")
+                continue
+            rewrites.append(("msda", node, None, label))
+    if refused:
+        raise PluginizeError("pluginize: cannot map these nodes faithfully, nothing was rewritten:\n  "
+                             + "\n  ".join(refused))
+
+    from plugserve.ops import plugin_attributes
+
+    for kind, node, plan, label in rewrites:
+        emit = Emitter(graph, node)
+        output = node.outputs[0]
+        if kind == "resize":
+            x = node.inputs[0]
+            hw, how = _output_hw(emit, node, x)
+            mode, align_corners = plan
+            detach(node)
+            _dynamic_resize_node(emit, x, hw, output, mode, align_corners)
+            log(f"pluginize: {label} (size from {how}) -> {DOMAIN}::DynamicResize mode={mode} "
+                f"align_corners={align_corners}")
+        elif kind == "legacy_resize":
+            x, size_tensor = node.inputs
+            mode, align_corners = plan
+            detach(node)
+            hw = emit("Slice", emit("Shape", size_tensor), emit.int64(2), emit.int64(4), emit.int64(0))
+            _dynamic_resize_node(emit, x, hw, output, mode, align_corners)
+            log(f"pluginize: {label} (size from the shape of {size_tensor.name!r}) -> {DOMAIN}::DynamicResize "
+                f"mode={mode} align_corners={align_corners}")
+        else:
+            value, shapes, starts, locations, weights = node.inputs
+            detach(node)
+            indices = [_int32(emit, shapes), _int32(emit, starts)]
+            # Some exports declare NVIDIA's output as [N, Lq, M*D]; ours is [N, Lq, M, D].
+            flat = output.shape is not None and len(output.shape) == 3
+            result = gs.Variable(f"{emit.prefix}/MSDeformAttn/out", dtype=output.dtype) if flat else output
+            graph.nodes.append(_plugin_node(emit, "MSDeformAttn", [value, *indices, locations, weights], [result],
+                                            plugin_attributes(), DOMAIN))
+            if flat:
+                emit("Reshape", result, emit.int64(0, 0, -1), outputs=[output])
+            casts = sum(1 for new, old in zip(indices, (shapes, starts), strict=True) if new is not old)
+            log(f"pluginize: {label} -> {DOMAIN}::MSDeformAttn ({casts} int64->int32 index cast(s)"
+                f"{', output reshaped to rank 3' if flat else ''})")
+
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph)
+    out.ir_version = model.ir_version
+    kept = [o for o in out.opset_import if o.domain in ("", "ai.onnx")]
+    del out.opset_import[:]
+    out.opset_import.extend(kept)
+    if any(n.domain == DOMAIN for n in out.graph.node):
+        out.opset_import.append(onnx.helper.make_opsetid(DOMAIN, 1))
+    custom = sorted({o.domain for o in model.opset_import} - {"", "ai.onnx", DOMAIN})
+    left = {n.domain for n in out.graph.node}
+    out.opset_import.extend(onnx.helper.make_opsetid(d, 1) for d in custom if d in left)
+    out.metadata_props.extend(model.metadata_props)
+    onnx.checker.check_model(out)
+    if not rewrites:
+        log("pluginize: nothing to rewrite (no runtime-sized Resize, DynamicTRTResize or MSDA plugin node)")
+    return out
+
+
+def add_pluginize_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", type=Path, help="ONNX with Resize nodes or legacy plugin nodes")
+    parser.add_argument("output", type=Path, help="where to write the ONNX with plugserve plugin nodes")
+
+
+def run_pluginize(args: argparse.Namespace) -> int:
+    import sys
+
+    import onnx
+
+    if not args.input.is_file():
+        raise SystemExit(f"pluginize: input {args.input} does not exist")
+    try:
+        rewritten = pluginize(onnx.load(str(args.input)))
+    except PluginizeError as error:
+        print(error, file=sys.stderr)
+        return 2
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(rewritten, str(args.output))
+    print(f"pluginize: {args.input} -> {args.output}")
+    return 0

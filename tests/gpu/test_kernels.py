@@ -1,0 +1,156 @@
+"""libplugserve.so's CUDA kernels against PyTorch on the same GPU (run on the device: make test-gpu)."""
+
+from __future__ import annotations
+
+import ctypes
+
+import pytest
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+from plugserve import plugins  # noqa: E402
+from plugserve.ops.ms_deform_attn import reference as msda_reference  # noqa: E402
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    pytest.mark.skipif(not plugins.available(), reason="libplugserve.so not built (make plugins)"),
+]
+
+RESIZE_SHAPES = [
+    ((2, 3, 7, 5), (13, 29)),  # odd up-scale
+    ((1, 2, 1, 1), (5, 3)),  # 1-pixel map
+    ((2, 3, 64, 64), (16, 17)),  # down-scale
+    ((1, 4, 33, 47), (1, 1)),  # to one pixel
+    ((1, 3, 300, 200), (1999, 37)),  # large coordinates, mixed scaling
+    ((3, 5, 129, 131), (129, 131)),  # same size
+]
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True)]
+
+
+def interpolate(x, size, mode, align_corners):
+    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    return F.interpolate(x, size=size, mode=mode, **corners)
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("shape,size", RESIZE_SHAPES)
+def test_resize_matches_interpolate_in_fp32_within_1e_5(shape, size, mode, align_corners):
+    x = torch.rand(shape, device="cuda")
+    out = plugins.dynamic_resize(x, *size, mode, align_corners)
+    torch.testing.assert_close(out, interpolate(x, size, mode, align_corners), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode,align_corners", MODES)
+def test_resize_in_half_precision_is_the_fp32_result_rounded_once(dtype, mode, align_corners):
+    x = torch.rand(2, 3, 37, 53, device="cuda").to(dtype)
+    out = plugins.dynamic_resize(x, 101, 70, mode, align_corners)
+    exact = interpolate(x.float(), (101, 70), mode, align_corners)
+    ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1)
+    assert out.dtype == dtype
+    assert ((out.float() - exact).abs() <= ulp).all()
+
+
+def test_resize_of_a_large_tensor_matches_interpolate():
+    x = torch.rand(4, 64, 270, 480, device="cuda")
+    out = plugins.dynamic_resize(x, 1080, 1920, "bicubic", False)
+    torch.testing.assert_close(out, interpolate(x, (1080, 1920), "bicubic", False), atol=1e-5, rtol=0)
+
+
+def test_resize_runs_on_the_current_stream():
+    x = torch.rand(8, 3, 256, 256, device="cuda")
+    stream = torch.cuda.Stream()
+    with torch.cuda.stream(stream):
+        out = plugins.dynamic_resize(x, 1024, 1024, "bicubic", False)
+    stream.synchronize()
+    torch.testing.assert_close(out, interpolate(x, (1024, 1024), "bicubic", False), atol=1e-5, rtol=0)
+
+
+def msda_inputs(n, shapes, m, d, lq, p, dtype=torch.float32, index_dtype=torch.int64, spread=1.4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shapes_t = torch.tensor(shapes, dtype=index_dtype)
+    areas = shapes_t.prod(1)
+    starts = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
+    s, levels = int(areas.sum()), len(shapes)
+    value = torch.randn(n, s, m, d, generator=g)
+    # spread > 1: some locations fall outside [0, 1], where grid_sample reads zeros
+    loc = torch.rand(n, lq, m, levels, p, 2, generator=g) * spread - (spread - 1) / 2
+    weights = torch.rand(n, lq, m, levels, p, generator=g)
+    weights = weights / weights.sum((-1, -2), keepdim=True)
+    return [t.to("cuda", dtype) if t.is_floating_point() else t.to("cuda") for t in
+            (value, shapes_t, starts, loc, weights)]
+
+
+MSDA_CASES = [
+    (2, [(7, 9), (3, 4), (1, 1)], 3, 8, 11, 4),
+    (1, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 300, 4),
+    (2, [(5, 5)], 1, 2, 6, 1),
+    (1, [(6, 7), (4, 4), (3, 2), (2, 2), (1, 3)], 2, 6, 9, 8),  # D=6: 2-wide vectors
+    (1, [(9, 8)] * 8, 2, 256, 5, 16),  # largest L, P and D
+]
+
+
+@pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("case", MSDA_CASES)
+def test_msda_matches_the_grid_sample_reference_in_fp32_within_1e_5(case, index_dtype):
+    inputs = msda_inputs(*case, index_dtype=index_dtype)
+    out = plugins.ms_deform_attn(*inputs)
+    torch.testing.assert_close(out, msda_reference(*inputs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", MSDA_CASES[:3])
+def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_one_rounding(case, dtype):
+    inputs = msda_inputs(*case, dtype=dtype)
+    out = plugins.ms_deform_attn(*inputs)
+    exact = msda_reference(*[t.double() if t.is_floating_point() else t for t in inputs])
+    ref_err = (msda_reference(*inputs).double() - exact).abs().max().item()
+    ulp = torch.finfo(dtype).eps * exact.abs().max().item()
+    assert (out.double() - exact).abs().max().item() <= ref_err + ulp
+
+
+def test_msda_of_a_large_batch_matches_the_reference():
+    inputs = msda_inputs(8, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 900, 4)
+    torch.testing.assert_close(plugins.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
+
+
+def test_msda_with_no_batch_or_no_queries_returns_an_empty_output():
+    for n, lq in ((0, 5), (2, 0)):
+        inputs = msda_inputs(n, [(4, 4)], 2, 4, lq, 2)
+        assert plugins.ms_deform_attn(*inputs).shape == (n, lq, 2, 4)
+
+
+def test_msda_levels_that_do_not_fit_value_contribute_zero_instead_of_reading_out_of_bounds():
+    value, shapes, starts, loc, weights = msda_inputs(1, [(6, 6), (3, 3)], 2, 4, 7, 2)
+    bad_shapes = shapes.clone()
+    bad_shapes[1] = torch.tensor([1000, 1000])  # level 1 would run far past value's 45 rows
+    bad_starts = starts.clone()
+    bad_starts[0] = -5
+    out = plugins.ms_deform_attn(value, bad_shapes, starts, loc, weights)
+    only_level0 = weights.clone()
+    only_level0[:, :, :, 1] = 0
+    torch.testing.assert_close(out, msda_reference(value, shapes, starts, loc, only_level0), atol=1e-5, rtol=0)
+    assert plugins.ms_deform_attn(value, shapes, bad_starts, loc, weights).isfinite().all()
+    torch.cuda.synchronize()
+
+
+def test_bad_input_through_the_c_abi_on_the_gpu_is_an_error_status_with_a_message():
+    lib = plugins.load()
+    x = torch.rand(1, 1, 4, 4, device="cuda")
+    y = torch.empty(1, 1, 8, 8, device="cuda")
+    stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
+
+    def resize(*dims, mode=b"bicubic", dtype=0):
+        return lib.plugserve_dynamic_resize(*dims, mode, 0, dtype, x.data_ptr(), y.data_ptr(), stream)
+
+    assert resize(1, 1, 4, 4, 8, 8, dtype=7) == 1
+    assert b"dtype" in lib.plugserve_last_error()
+    assert resize(1, 1, 4, 4, 0, 8) == 1
+    assert b">= 1" in lib.plugserve_last_error()
+    assert resize(1, 1, 4, 4, 8, 8, mode=b"lanczos") == 1
+    assert resize(1 << 20, 1 << 20, 4, 4, 8, 8) == 1
+    assert b"2^31-1" in lib.plugserve_last_error()
+    assert resize(1, 1, 4, 4, 8, 8) == 0
+    torch.cuda.synchronize()

@@ -1,0 +1,101 @@
+"""plugserve::dynamic_resize: the torch op, its export translation, and its decomposition to ONNX Resize."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto
+
+from plugserve.ops import dynamic_resize
+from plugserve.ops.graph import single_node_model
+from plugserve.surgery import decompose
+
+MODES = [("bicubic", False), ("bicubic", True), ("bilinear", False), ("bilinear", True), ("nearest", False)]
+# (in_h, in_w, out_h, out_w): up, down, non-integer ratios, identity, 1x1 in and out.
+SIZES = [(17, 23, 40, 50), (5, 7, 13, 11), (12, 10, 5, 4), (9, 6, 9, 6), (3, 4, 1, 1), (1, 1, 4, 3), (10, 10, 37, 29)]
+
+
+@pytest.mark.parametrize(("mode", "align_corners"), MODES)
+def test_op_computes_f_interpolate_at_the_size_given_as_a_tensor(mode, align_corners):
+    x = torch.rand(2, 3, 9, 13)
+    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    expected = F.interpolate(x, size=(20, 7), mode=mode, **corners)
+    got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([20, 7]), mode, align_corners)
+    # The op runs libplugserve.so's CPU kernel when the library is built: same math, other rounding.
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_op_accepts_int32_sizes():
+    x = torch.rand(1, 1, 4, 4)
+    got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([8, 6], dtype=torch.int32), "bilinear", False)
+    assert got.shape == (1, 1, 8, 6)
+
+
+@pytest.mark.parametrize(("x", "size", "mode", "align_corners", "message"), [
+    (torch.rand(3, 4, 4), torch.tensor([8, 8]), "bicubic", False, "4-D"),
+    (torch.rand(1, 3, 4, 4), torch.tensor([8, 8, 8]), "bicubic", False, "shape \\[2\\]"),
+    (torch.rand(1, 3, 4, 4), torch.tensor([8.0, 8.0]), "bicubic", False, "int32/int64"),
+    (torch.rand(1, 3, 4, 4), torch.tensor([0, 8]), "bicubic", False, ">= 1"),
+    (torch.rand(1, 3, 4, 4), torch.tensor([8, 8]), "area", False, "mode must be one of"),
+    (torch.rand(1, 3, 4, 4), torch.tensor([8, 8]), "nearest", True, "align_corners"),
+    (torch.ones(1, 3, 4, 4, dtype=torch.int64), torch.tensor([8, 8]), "nearest", False, "floating point"),
+])
+def test_op_rejects_bad_input_naming_the_problem(x, size, mode, align_corners, message):
+    with pytest.raises(ValueError, match=message):
+        torch.ops.plugserve.dynamic_resize(x, size, mode, align_corners)
+
+
+def test_op_passes_torch_library_opcheck():
+    torch.library.opcheck(torch.ops.plugserve.dynamic_resize.default,
+                          (torch.rand(2, 3, 5, 6), torch.tensor([9, 4]), "bicubic", False),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_export_sees_the_output_size_as_data_dependent():
+    class Upscale(torch.nn.Module):
+        def forward(self, x, size):
+            return torch.ops.plugserve.dynamic_resize(x, size, "bicubic", False)
+
+    program = torch.export.export(Upscale(), (torch.rand(1, 3, 8, 8), torch.tensor([16, 16])))
+    out = program.graph_module.graph.find_nodes(op="output")[0].args[0][0].meta["val"]
+    assert out.shape[:2] == (1, 3)
+    assert all(isinstance(dim, torch.SymInt) for dim in out.shape[2:])
+
+
+def _plugin_model(mode: str, align_corners: bool, size_type: int = TensorProto.INT64):
+    return single_node_model(
+        "DynamicResize", {"x": (TensorProto.FLOAT, ["n", "c", "h", "w"]), "size": (size_type, [2])},
+        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve",
+        mode=mode, align_corners=int(align_corners), plugin_namespace="plugserve", plugin_version="1")
+
+
+@pytest.mark.parametrize(("mode", "align_corners"), MODES)
+def test_decomposition_matches_the_reference_in_onnx_runtime(mode, align_corners):
+    session = ort.InferenceSession(decompose(_plugin_model(mode, align_corners)).SerializeToString())
+    rng = np.random.default_rng(0)
+    for in_h, in_w, out_h, out_w in SIZES:
+        x = rng.random((2, 3, in_h, in_w), dtype=np.float32)
+        size = np.array([out_h, out_w], dtype=np.int64)
+        (got,) = session.run(None, {"x": x, "size": size})
+        expected = dynamic_resize.reference(torch.from_numpy(x), torch.from_numpy(size), mode, align_corners)
+        np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5, err_msg=f"{(in_h, in_w, out_h, out_w)}")
+
+
+def test_decomposition_is_one_resize_with_sizes_from_shape_and_size_input():
+    graph = decompose(_plugin_model("bicubic", False, TensorProto.INT32)).graph
+    resize = next(node for node in graph.node if node.op_type == "Resize")
+    attrs = {a.name: a for a in resize.attribute}
+    assert attrs["mode"].s == b"cubic"
+    assert attrs["coordinate_transformation_mode"].s == b"half_pixel"
+    assert attrs["cubic_coeff_a"].f == pytest.approx(-0.75)
+    assert {node.domain for node in graph.node} == {""}
+    assert sorted(node.op_type for node in graph.node) == ["Cast", "Concat", "Resize", "Shape"]
+
+
+def test_decompose_refuses_an_unknown_mode_naming_it():
+    model = _plugin_model("area", False)
+    with pytest.raises(ValueError, match="'area'"):
+        decompose(model)

@@ -1,0 +1,117 @@
+"""plugserve::ms_deform_attn: the torch op against a direct per-point definition, and its decomposition."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto
+
+from plugserve.ops import ms_deform_attn
+from plugserve.ops.graph import single_node_model
+from plugserve.surgery import decompose
+
+LEVEL_SETS = [[(6, 5), (3, 3), (2, 1), (1, 1)], [(4, 7), (2, 4)], [(1, 1)]]
+
+
+def make_inputs(shapes, batch=2, queries=5, heads=2, channels=4, points=3, index_dtype=torch.int64, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    spatial_shapes = torch.tensor(shapes, dtype=index_dtype)
+    areas = spatial_shapes.prod(1)
+    level_start_index = torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]]).to(index_dtype)
+    levels = len(shapes)
+    value = torch.randn(batch, int(areas.sum()), heads, channels, generator=generator)
+    # Locations a little outside [0, 1] too, to exercise the zero padding.
+    locations = torch.rand(batch, queries, heads, levels, points, 2, generator=generator) * 1.2 - 0.1
+    weights = torch.rand(batch, queries, heads, levels, points, generator=generator)
+    return value, spatial_shapes, level_start_index, locations, weights / weights.sum((-1, -2), keepdim=True)
+
+
+def direct(value, spatial_shapes, level_start_index, locations, weights):
+    """MSDA written out point by point: bilinear interpolation at pixel (x*W - 0.5, y*H - 0.5),
+    zero outside the map, weighted sum over levels and points."""
+    n, _, m, d = value.shape
+    _, lq, _, levels, points, _ = locations.shape
+    out = np.zeros((n, lq, m, d))
+    for b, q, h, lvl, p in np.ndindex(n, lq, m, levels, points):
+        height, width = (int(v) for v in spatial_shapes[lvl])
+        start = int(level_start_index[lvl])
+        x = float(locations[b, q, h, lvl, p, 0]) * width - 0.5
+        y = float(locations[b, q, h, lvl, p, 1]) * height - 0.5
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
+        for yy, xx in ((y0, x0), (y0, x0 + 1), (y0 + 1, x0), (y0 + 1, x0 + 1)):
+            if 0 <= yy < height and 0 <= xx < width:
+                corner = (1 - abs(x - xx)) * (1 - abs(y - yy))
+                out[b, q, h] += float(weights[b, q, h, lvl, p]) * corner * value[b, start + yy * width + xx, h].numpy()
+    return out
+
+
+@pytest.mark.parametrize("shapes", LEVEL_SETS)
+def test_op_matches_the_point_by_point_definition(shapes):
+    inputs = make_inputs(shapes)
+    got = torch.ops.plugserve.ms_deform_attn(*inputs)
+    np.testing.assert_allclose(got.numpy(), direct(*inputs), rtol=0, atol=1e-5)
+
+
+def test_op_accepts_int32_indices():
+    inputs = make_inputs(LEVEL_SETS[0])
+    as_int32 = make_inputs(LEVEL_SETS[0], index_dtype=torch.int32)
+    torch.testing.assert_close(torch.ops.plugserve.ms_deform_attn(*as_int32), torch.ops.plugserve.ms_deform_attn(*inputs))
+
+
+def test_op_passes_torch_library_opcheck():
+    torch.library.opcheck(torch.ops.plugserve.ms_deform_attn.default, make_inputs(LEVEL_SETS[1]),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def _replace(inputs, index, tensor):
+    return tuple(tensor if i == index else t for i, t in enumerate(inputs))
+
+
+@pytest.mark.parametrize(("index", "bad", "message"), [
+    (0, torch.rand(2, 10, 8), "value must be"),
+    (1, torch.tensor([[6, 5], [3, 3], [2, 1]]), "spatial_shapes must be"),
+    (2, torch.tensor([0.0, 30.0, 39.0, 41.0]), "level_start_index must be"),
+    (3, torch.rand(2, 5, 2, 4, 3), "sampling_locations must be"),
+    (4, torch.rand(2, 5, 2, 4, 2), "attention_weights must be"),
+    (1, torch.tensor([[6, 5], [3, 3], [2, 1], [9, 9]]), "does not fit in value"),
+])
+def test_op_rejects_inconsistent_inputs_naming_the_problem(index, bad, message):
+    with pytest.raises(ValueError, match=message):
+        torch.ops.plugserve.ms_deform_attn(*_replace(make_inputs(LEVEL_SETS[0]), index, bad))
+
+
+def _plugin_model(levels: int, op_type: str = "MSDeformAttn", domain: str = "plugserve"):
+    float_, int32 = TensorProto.FLOAT, TensorProto.INT32
+    return single_node_model(
+        op_type,
+        {"value": (float_, ["n", "s", 2, 4]), "spatial_shapes": (int32, [levels, 2]), "level_start_index": (int32, [levels]),
+         "sampling_locations": (float_, ["n", "q", 2, levels, 3, 2]), "attention_weights": (float_, ["n", "q", 2, levels, 3])},
+        {"output": (float_, ["n", "q", 2, 4])}, domain=domain,
+        plugin_namespace="plugserve" if domain == "plugserve" else "", plugin_version="1" if domain == "plugserve" else "2")
+
+
+@pytest.mark.parametrize(("op_type", "domain"), [("MSDeformAttn", "plugserve"),
+                                                 ("MultiscaleDeformableAttnPlugin_TRT", "trt.plugins")])
+def test_decomposition_matches_the_reference_in_onnx_runtime(op_type, domain):
+    for shapes in LEVEL_SETS:
+        model = decompose(_plugin_model(len(shapes), op_type, domain))
+        assert {node.op_type for node in model.graph.node} >= {"GridSample", "Slice", "ReduceSum"}
+        session = ort.InferenceSession(model.SerializeToString())
+        for batch, queries in ((1, 7), (2, 5)):
+            inputs = make_inputs(shapes, batch=batch, queries=queries, index_dtype=torch.int32)
+            names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+            (got,) = session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
+            np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs).numpy(), rtol=0, atol=1e-5,
+                                       err_msg=f"levels {shapes}, batch {batch}")
+
+
+def test_decompose_refuses_a_dynamic_number_of_levels():
+    model = _plugin_model(2)
+    for value_info in model.graph.input:
+        if value_info.name in ("spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"):
+            value_info.type.tensor_type.shape.dim[0 if "index" in value_info.name or "shapes" in value_info.name
+                                                 else 3].dim_param = "levels"
+    with pytest.raises(ValueError, match="static number of levels"):
+        decompose(model)

@@ -1,0 +1,49 @@
+"""One real tritonserver per test session, serving both headline models built from models.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from plugserve import build, config
+from plugserve.client import Client
+from plugserve.server import TritonServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def specs():
+    return config.load(ROOT / "models.yaml")
+
+
+@pytest.fixture(scope="session")
+def served_repository(tmp_path_factory, export_path) -> Path:
+    """The project's models.yaml built for onnxruntime.
+
+    Each model's source is the session's shared export of it (ONNX with plugin nodes, which the
+    onnxruntime lowering decomposes, as `plugserve build` does after exporting): the deformable
+    encoder takes about a minute to export on 2 cores, and the unit tests export the same graphs.
+    """
+    tree = yaml.safe_load((ROOT / "models.yaml").read_text())
+    for name, entry in tree["models"].items():
+        entry["source"] = {"onnx": str(export_path(name))}
+    repository = tmp_path_factory.mktemp("serving") / "model_repository"
+    for spec in config.parse(tree, base_dir=ROOT).values():
+        build.build_model(spec, repository, runtime="onnxruntime")
+    return repository
+
+
+@pytest.fixture(scope="session")
+def server(served_repository):
+    with TritonServer(served_repository) as running:
+        yield running
+
+
+@pytest.fixture(scope="session", params=["http", "grpc"])
+def client(request, server):
+    url = server.http_url if request.param == "http" else server.grpc_url
+    with Client(url, request.param) as connected:
+        yield connected

@@ -1,0 +1,63 @@
+"""`plugserve report` over a results folder: every section, every plot it links, the pairs it compares."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from plugserve.perf import StepResult, write_results
+from plugserve.report import build_report
+
+
+def _step(load: float, throughput: float, p50: float) -> dict:
+    return dataclasses.asdict(StepResult(
+        mode="concurrency", load=load, stopped="stable", windows=3, window_throughputs=[throughput] * 3,
+        duration_s=3.0, requests=int(throughput * 3), errors=0, error_messages=[], requests_per_s=throughput,
+        throughput=throughput, p50_ms=p50, p90_ms=p50 * 1.2, p95_ms=p50 * 1.3, p99_ms=p50 * 1.5, mean_ms=p50,
+        server={"server_queue_us": 10.0, "server_compute_infer_us": p50 * 900}))
+
+
+def _run(started: float, *, batching: bool = True, instances: int = 1, protocol: str = "http",
+         calibrate: bool = False, in_process: bool = False) -> dict:
+    steps = [_step(c, 10.0 * c ** (0.8 if batching else 0.5), 5.0 * c ** 0.5) for c in (1, 2, 4)]
+    return {"meta": {"model": "plugserve_identity" if calibrate else "super_resolution", "runtime": "onnxruntime",
+                     "protocol": protocol, "mode": "concurrency", "tag": "", "calibrate": calibrate,
+                     "dynamic_batching": batching, "instance_count": instances, "batch_size": 1,
+                     "shared_memory": False, "started": started, "input_shapes": {"image": [1, 3, 64, 64]},
+                     "host": {"cpus": 2}},
+            "calibration": None if calibrate else {"requests_per_s": 1000.0, "file": "c.json", "started": 0},
+            "sweep_end": "done", "steps": steps,
+            "in_process": [dict(step, throughput=step["throughput"] * 1.05) for step in steps] if in_process else []}
+
+
+def test_the_report_has_every_section_and_links_only_plots_it_wrote(tmp_path):
+    results = tmp_path / "results"
+    for index, run in enumerate([_run(1, calibrate=True), _run(2, in_process=True), _run(3, batching=False),
+                                 _run(4, instances=2), _run(5, protocol="grpc")]):
+        run["meta"]["started"] = 1_700_000_000 + index  # distinct file names
+        write_results(run, results)
+    (results / "kernels.json").write_text(json.dumps({
+        "device": "NVIDIA H100", "copy_bandwidth_gbs": 3020.0, "torch": "2.11", "time": "t", "library": "lib",
+        "rows": [{"op": "DynamicResize", "case": "[1, 3, 64, 64]->128x128", "dtype": "float32", "ours_ms": 0.01,
+                  "eager_ms": 0.05, "x_eager": 5.0, "bandwidth_share": 0.7}],
+        "targets_met": {"resize >= 3x eager": True}}))
+    (results / "locust-http_stats.csv").write_text(
+        "Type,Name,Request Count,Failure Count,Median Response Time,50%\n"
+        "HTTP,super_resolution 64x64,100,0,7,7\nAggregated,Aggregated,100,0,7,7\n")
+    (results / "locust-http_settings.json").write_text(json.dumps({"users": 2}))
+
+    page = build_report(results, tmp_path / "report")
+    text = page.read_text()
+    for heading in ("## Harness ceiling", "## Latency against throughput", "## Dynamic batching on against off",
+                    "## One model instance against two", "## Served against in-process ONNX Runtime",
+                    "## locust against plugserve bench", "## Kernels (bench/kernels.py)"):
+        assert heading in text
+    assert "No pair of runs" not in text  # both comparisons found their pair
+    assert "| http | False | 30.3 | 4 |" in text  # the calibration run's best step is the ceiling
+    assert "harness ceiling 1000.0 req/s" in text  # each run states the ceiling it was flagged against
+    assert "| 0.95x |" in text  # served / in-process at each concurrency
+    assert "super_resolution 64x64 | http | 2 | 100 | 0 | 7.0 | 7.1 | -1% |" in text  # locust beside bench at c=2
+    assert "| yes |" in text and "70.0%" in text  # kernel targets and bandwidth share
+    images = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
+    assert len(images) == 5
+    assert all((page.parent / name).stat().st_size > 1000 for name in images)

@@ -1,0 +1,159 @@
+"""The `torch` runtime on the CPU: models.yaml options, the exported program, and the request rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from plugserve import config, models, plugins, repository, torch_runtime
+from plugserve.build import build_model
+from plugserve.config import ConfigError
+
+SR_ENTRY = {
+    "source": {"model": "super_resolution", "checkpoint": "srcnn.pt"},
+    "inputs": [{"name": "image", "dtype": "FP32", "dims": [3, -1, -1]},
+               {"name": "size", "dtype": "INT64", "dims": [2], "shape_tensor": True}],
+    "outputs": [{"name": "upscaled", "dtype": "FP32", "dims": [3, -1, -1]}],
+    "profiles": [{"image": {"min": [1, 3, 8, 8], "opt": [2, 3, 16, 16], "max": [4, 3, 64, 64]},
+                  "size": {"min": [8, 8], "opt": [32, 32], "max": [128, 128]}}],
+    "precisions": ["fp32", "bf16"],
+    "runtime": "torch",
+    "max_batch_size": 4,
+    "instance_groups": [{"count": 1, "kind": "KIND_CPU"}],
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint_dir(tmp_path_factory) -> Path:
+    """Random SRCNN weights: the tests compare served with local numbers, not image quality."""
+    directory = tmp_path_factory.mktemp("checkpoint")
+    torch.manual_seed(0)
+    torch.save(models.module("super_resolution").build().state_dict(), directory / "srcnn.pt")
+    return directory
+
+
+def sr_spec(checkpoint_dir: Path, **changes) -> config.ModelSpec:
+    entry = {**SR_ENTRY, **changes}
+    return config.parse({"models": {"super_resolution": entry}}, base_dir=checkpoint_dir)["super_resolution"]
+
+
+@pytest.fixture(scope="module")
+def built(checkpoint_dir, tmp_path_factory):
+    """One fp32 build of the super-resolution model: (spec, version directory)."""
+    spec = sr_spec(checkpoint_dir)
+    result = build_model(spec, tmp_path_factory.mktemp("repository"))
+    return spec, result.path
+
+
+def test_torch_options_default_to_our_kernels_with_acceleration_chosen_by_instance_kind(checkpoint_dir):
+    spec = sr_spec(checkpoint_dir)
+    assert spec.torch == config.TorchOptions("plugserve", "auto")
+    assert torch_runtime.resolve_acceleration(spec) == "none"
+    gpu = sr_spec(checkpoint_dir, instance_groups=[{"count": 2, "kind": "KIND_GPU"}])
+    assert torch_runtime.resolve_acceleration(gpu) == "cuda_graphs"
+
+
+@pytest.mark.parametrize("options,runtime,message", [
+    ({"ops": "cudnn"}, "torch", "models.super_resolution.torch.ops: expected one of plugserve, reference"),
+    ({"acceleration": "cuda_graphs"}, "torch", "cuda_graphs needs every instance group to be KIND_GPU"),
+    ({"graphs": True}, "torch", "models.super_resolution.torch.graphs: unknown field"),
+    ({"ops": "reference"}, "onnxruntime", "applies to runtime torch only"),
+])
+def test_bad_torch_options_fail_naming_the_field(checkpoint_dir, options, runtime, message):
+    with pytest.raises(ConfigError, match=message):
+        sr_spec(checkpoint_dir, torch=options, runtime=runtime)
+
+
+def test_a_model_given_as_onnx_cannot_be_lowered_to_torch(checkpoint_dir, tmp_path):
+    spec = dataclasses.replace(sr_spec(checkpoint_dir), source_model=None, checkpoint=None, onnx=tmp_path / "x.onnx")
+    with pytest.raises(ConfigError, match="runtime torch needs `model`"):
+        torch_runtime.export_program(spec, "fp32")
+
+
+def test_tensor_names_that_differ_from_the_model_fail_the_build(checkpoint_dir):
+    outputs = [{"name": "image_out", "dtype": "FP32", "dims": [3, -1, -1]}]
+    with pytest.raises(ConfigError, match="do not match model 'super_resolution'"):
+        torch_runtime.export_program(sr_spec(checkpoint_dir, outputs=outputs), "fp32")
+
+
+def test_the_build_writes_a_program_the_runner_and_a_manifest_recording_the_choices(built):
+    _, version_dir = built
+    assert {p.name for p in version_dir.iterdir()} == {"model.pt2", "model.py", "manifest.json"}
+    manifest = repository.read_manifest(version_dir)
+    assert manifest["runtime"] == "torch" and manifest["backend"] == "python"
+    assert manifest["torch"] == {"program": "model.pt2", "precision": "fp32", "ops": "plugserve",
+                                 "acceleration": "none", "max_graphs": torch_runtime.MAX_GRAPHS}
+    parameters = repository.read_parameters(repository.read_config(version_dir.parent / "config.pbtxt"))
+    assert json.loads(parameters[torch_runtime.OPTIONS_PARAMETER]) == manifest["torch"]
+    assert parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no"
+
+
+def test_the_program_holds_no_pickled_code(built):
+    import zipfile
+
+    _, version_dir = built
+    with zipfile.ZipFile(version_dir / "model.pt2") as archive:
+        assert not [name for name in archive.namelist() if name.endswith(".pkl")]
+
+
+@pytest.mark.parametrize("ops", ["plugserve", "reference"])
+def test_the_loaded_program_computes_what_the_local_model_computes(built, checkpoint_dir, ops):
+    spec, version_dir = built
+    program = torch_runtime.Program(version_dir / "model.pt2", "cpu", ops=ops)
+    assert program.describe()["kernels"] == (ops == "plugserve" and plugins.available())
+    image, size = torch.rand(3, 3, 20, 28), torch.tensor([40, 60])
+    (served,) = program([image, size], [False, True])
+    local = models.load("super_resolution", checkpoint_dir / "srcnn.pt")(image, size)
+    torch.testing.assert_close(served, local, atol=1e-5, rtol=0)
+
+
+def test_a_bf16_program_takes_and_returns_fp32_and_stays_close_to_fp32(checkpoint_dir, tmp_path):
+    result = build_model(sr_spec(checkpoint_dir), tmp_path, precision="bf16")
+    program = torch_runtime.Program(result.path / "model.pt2", "cpu")
+    image, size = torch.rand(1, 3, 16, 16), torch.tensor([32, 32])
+    (served,) = program([image, size], [False, True])
+    assert served.dtype == torch.float32
+    local = models.load("super_resolution", checkpoint_dir / "srcnn.pt")(image, size)
+    assert (served - local).abs().max() < 0.05
+
+
+def test_a_missing_program_or_cuda_graphs_on_the_cpu_fail_naming_the_problem(built, tmp_path):
+    _, version_dir = built
+    with pytest.raises(FileNotFoundError, match="torch program .*missing.pt2 does not exist"):
+        torch_runtime.Program(tmp_path / "missing.pt2", "cpu")
+    with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
+        torch_runtime.Program(version_dir / "model.pt2", "cpu", acceleration="cuda_graphs")
+
+
+def runner_spec(checkpoint_dir):
+    return repository.runner_spec(sr_spec(checkpoint_dir))
+
+
+def test_a_request_inside_the_profile_passes_and_groups_by_item_shape_and_size(checkpoint_dir):
+    spec = runner_spec(checkpoint_dir)
+    request = {"image": torch.zeros(2, 3, 16, 20), "size": torch.tensor([[32, 40], [32, 40]])}
+    bounds = torch_runtime.check_request(spec, request)
+    assert bounds == {"image": (2, 3, 16, 20), "size": (32, 40)}
+    other_batch = torch_runtime.check_request(spec, {**request, "image": torch.zeros(1, 3, 16, 20),
+                                                     "size": torch.tensor([[32, 40]])})
+    assert torch_runtime.group_key(spec, bounds) == torch_runtime.group_key(spec, other_batch)
+    other_size = torch_runtime.check_request(spec, {**request, "size": torch.tensor([[32, 48], [32, 48]])})
+    assert torch_runtime.group_key(spec, bounds) != torch_runtime.group_key(spec, other_size)
+
+
+@pytest.mark.parametrize("image,size,message", [
+    ((1, 3, 16, 16), [[400, 48]], r"input 'size': requested output size \[400, 48\] is outside the model's "
+                                  r"profiles \(min \[8, 8\] max \[128, 128\]\)"),
+    ((1, 3, 100, 16), [[32, 32]], r"input 'image': shape \[1, 3, 100, 16\] is outside"),
+    ((2, 3, 16, 16), [[32, 32], [32, 40]], r"input 'size': all rows must be equal within one request"),
+    ((1, 3, 16, 16), [[0, 32]], r"input 'size': requested output size must be positive, got \[0, 32\]"),
+    ((0, 3, 16, 16), [[32, 32]], r"input 'image' is empty"),
+])
+def test_a_request_outside_the_contract_gets_an_error_naming_the_input(checkpoint_dir, image, size, message):
+    request = {"image": torch.zeros(image), "size": torch.tensor(size)}
+    with pytest.raises(torch_runtime.RequestError, match=message):
+        torch_runtime.check_request(runner_spec(checkpoint_dir), request)
