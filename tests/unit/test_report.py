@@ -54,7 +54,7 @@ def test_the_report_has_every_section_and_links_only_plots_it_wrote(tmp_path):
         assert heading in text
     assert "No pair of runs" not in text  # both comparisons found their pair
     assert "| http | False | 30.3 | 4 |" in text  # the calibration run's best step is the ceiling
-    assert "harness ceiling 1000.0 req/s" in text  # each run states the ceiling it was flagged against
+    assert "harness ceiling 1000 req/s" in text  # each run states the ceiling it was flagged against
     assert "| 0.95x |" in text  # served / in-process at each concurrency
     assert "super_resolution 64x64 | http | 2 | 100 | 0 | 7.0 | 7.1 | -1% |" in text  # locust beside bench at c=2
     assert "| yes |" in text and "70.0%" in text  # kernel targets and bandwidth share
