@@ -10,7 +10,9 @@
 # side-by-side table), results.tgz (the bench JSON/CSV files) and tritonserver.log.
 # Extra wheels in .whl/ (e.g. pytest, which the host may lack) are installed with the bundle.
 # STAGES picks what runs after the build: tests (GPU tests), pairs (the measurements the issue asks
-# for), extra (the same pairs through system shared memory, and our kernels without CUDA graphs).
+# for), extra (the same pairs through system shared memory, and our kernels without CUDA graphs),
+# reversed (the pairs again, each PyTorch twin first, to see order and run-to-run effects; and the
+# fp32 pair through shared memory).
 set -uo pipefail
 STAGES=${STAGES:-tests pairs extra}
 OUT=${OUT:-$PWD/bench/results/device}
@@ -42,7 +44,7 @@ if has tests; then
   timeout 300 "$PYTHON" -m pytest -m gpu tests/gpu/test_torch_runtime.py -q -p no:cacheprovider -o addopts="" \
     2>&1 | tee "$OUT/gpu-tests.log"
 fi
-has pairs || has extra || exit 0
+has pairs || has extra || has reversed || exit 0
 
 step "build $REPOSITORY from bench/torch_h100.yaml"
 rm -rf "$REPOSITORY"
@@ -95,5 +97,14 @@ if has extra; then
   bench super_resolution_fp16_pytorch "${SR[@]}" --shared-memory system
   bench deformable_encoder_fp16 "${DEFORMABLE[@]}" --shared-memory system
   bench deformable_encoder_fp16_pytorch "${DEFORMABLE[@]}" --shared-memory system
+fi
+if has reversed; then
+  for pair in super_resolution_fp16 deformable_encoder_fp16 deformable_encoder_fp32; do
+    if [[ $pair == super* ]]; then shape=("${SR[@]}"); else shape=("${DEFORMABLE[@]}"); fi
+    bench "${pair}_pytorch" "${shape[@]}" --tag h100-reversed
+    bench "$pair" "${shape[@]}" --tag h100-reversed
+  done
+  bench deformable_encoder_fp32_pytorch "${DEFORMABLE[@]}" --shared-memory system
+  bench deformable_encoder_fp32 "${DEFORMABLE[@]}" --shared-memory system
 fi
 

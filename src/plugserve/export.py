@@ -8,7 +8,9 @@ custom ops appear as single nodes and the translation table turns each into its 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
+import os
 from pathlib import Path
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -49,11 +51,12 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
     }
     # The exporter warns once per missing torchvision op it could have registered; we use none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    program = torch.onnx.export(
-        model, inputs, dynamo=True, verbose=False, opset_version=OPSET,
-        input_names=list(spec.INPUTS), output_names=list(spec.OUTPUTS), dynamic_shapes=dynamic_shapes,
-        custom_translation_table=ops.custom_translation_table(msda=msda),
-    )
+    with _structured_trace_off():
+        program = torch.onnx.export(
+            model, inputs, dynamo=True, verbose=False, opset_version=OPSET,
+            input_names=list(spec.INPUTS), output_names=list(spec.OUTPUTS), dynamic_shapes=dynamic_shapes,
+            custom_translation_table=ops.custom_translation_table(msda=msda),
+        )
     graph = program.model_proto
     onnx.checker.check_model(graph, full_check=True)
     if target == "onnxruntime":
@@ -64,6 +67,26 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
     return out
+
+
+@contextlib.contextmanager
+def _structured_trace_off():
+    """Detach handlers from torch's structured trace log while exporting, unless TORCH_TRACE asks for it.
+
+    torch emits that log (every graph and symbolic-shape event, serialised) whenever the
+    "torch.__trace" logger has any handler. pytest >= 9 attaches its log capture to every
+    non-propagating logger, which made exporting the deformable encoder 10x slower under pytest.
+    """
+    import logging
+
+    trace = logging.getLogger("torch.__trace")
+    saved = list(trace.handlers)
+    if not os.environ.get("TORCH_TRACE"):
+        trace.handlers.clear()
+    try:
+        yield
+    finally:
+        trace.handlers[:] = saved
 
 
 def _sha256(path: Path) -> str:

@@ -11,6 +11,7 @@ result close to what the harness itself can drive is flagged instead of being re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import json
@@ -23,6 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,9 @@ class StepResult:
 
 
 Sender = Callable[[], object]  # one request; its result is ignored, an exception is a counted error
+# Opens one worker's sender inside that worker's thread and closes it there: tritonclient.http runs
+# on gevent, whose connections belong to the thread that made them.
+SenderFactory = Callable[[int], AbstractContextManager[Sender]]
 
 
 class _Recorder:
@@ -215,36 +220,36 @@ class _Recorder:
         self.records.append((scheduled, start, time.perf_counter(), error))
 
 
-def _closed_loop(make_sender: Callable[[int], Sender], concurrency: int, recorder: _Recorder,
+def _closed_loop(make_sender: SenderFactory, concurrency: int, recorder: _Recorder,
                  stop: threading.Event) -> list[threading.Thread]:
     """`concurrency` workers, each sending its next request as soon as the last one returns."""
 
-    def work(send: Sender) -> None:
-        while not stop.is_set():
-            recorder.call(send, math.nan)
+    def work(index: int) -> None:
+        with make_sender(index) as send:
+            while not stop.is_set():
+                recorder.call(send, math.nan)
 
-    senders = [make_sender(index) for index in range(concurrency)]
-    return [threading.Thread(target=work, args=(send,), daemon=True) for send in senders]
+    return [threading.Thread(target=work, args=(index,), daemon=True) for index in range(concurrency)]
 
 
-def _open_loop(make_sender: Callable[[int], Sender], rate: float, arrivals: str, seed: int, workers: int,
+def _open_loop(make_sender: SenderFactory, rate: float, arrivals: str, seed: int, workers: int,
                recorder: _Recorder, stop: threading.Event) -> list[threading.Thread]:
     """Requests sent on a schedule by a pool of workers; a send that finds every worker busy goes out late."""
     schedule = arrival_times(rate, arrivals, seed)
     lock = threading.Lock()
     origin = time.perf_counter()
 
-    def work(send: Sender) -> None:
-        while not stop.is_set():
-            with lock:
-                scheduled = origin + next(schedule)
-            delay = scheduled - time.perf_counter()
-            if delay > 0 and stop.wait(delay):
-                return
-            recorder.call(send, scheduled)
+    def work(index: int) -> None:
+        with make_sender(index) as send:
+            while not stop.is_set():
+                with lock:
+                    scheduled = origin + next(schedule)
+                delay = scheduled - time.perf_counter()
+                if delay > 0 and stop.wait(delay):
+                    return
+                recorder.call(send, scheduled)
 
-    senders = [make_sender(index) for index in range(workers)]
-    return [threading.Thread(target=work, args=(send,), daemon=True) for send in senders]
+    return [threading.Thread(target=work, args=(index,), daemon=True) for index in range(workers)]
 
 
 def measure_step(mode: str, load: float, threads: list[threading.Thread], recorder: _Recorder,
@@ -310,7 +315,7 @@ def measure_step(mode: str, load: float, threads: list[threading.Thread], record
     )
 
 
-def sweep(make_sender: Callable[[int], Sender], *, mode: str, loads: Sequence[float], settings: StepSettings,
+def sweep(make_sender: SenderFactory, *, mode: str, loads: Sequence[float], settings: StepSettings,
           batch_size: int, statistics: Callable[[], dict[str, Any]] | None = None, arrivals: str = "constant",
           seed: int = 0, workers: int = 16, max_latency_ms: float | None = None,
           on_step: Callable[[StepResult], None] | None = None) -> tuple[list[StepResult], str]:
@@ -543,8 +548,8 @@ def build_calibration_repository(repository_dir: Path, max_batch_size: int = 8) 
 class TritonTarget:
     """The served model through `plugserve.client`: one client (one connection) per sender.
 
-    With system shared memory each sender owns a region per input, written once, and a region per
-    output, sized from one probe request; the requests then carry only region names.
+    With system shared memory each sender index owns a region per input, written once, and a region
+    per output, sized from one probe request; the requests then carry only region names.
     """
 
     def __init__(self, url: str, protocol: str, model: str):
@@ -559,9 +564,10 @@ class TritonTarget:
         self.output_names = [output["name"] for output in self.config.get("output", [])]
         self.inputs: dict[str, np.ndarray] = {}
         self.output_bytes: dict[str, int] | None = None
-        self._senders: dict[int, Sender] = {}
-        self._clients: list[Any] = []
-        self._regions: list[tuple[Any, str, Any]] = []
+        self._lock = threading.Lock()
+        # Per sender index: input and output region arguments of `Client.infer_shared_memory`.
+        self._shm: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
+        self._regions: list[tuple[str, Any]] = []
 
     def prepare(self, inputs: dict[str, np.ndarray], *, shared_memory: bool) -> None:
         self.inputs = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
@@ -572,20 +578,26 @@ class TritonTarget:
                 raise ValueError(f"the probe request that sizes the output regions failed: {error}") from None
             self.output_bytes = {name: array.nbytes for name, array in outputs.items()}
 
-    def make_sender(self, index: int) -> Sender:
-        if index not in self._senders:
-            self._senders[index] = self._new_sender(index)
-        return self._senders[index]
-
-    def _new_sender(self, index: int) -> Sender:
+    @contextlib.contextmanager
+    def make_sender(self, index: int) -> Iterator[Sender]:
         from plugserve.client import Client
 
-        client = Client(self.url, self.protocol)
-        self._clients.append(client)
         model, names = self.model, self.output_names
-        if self.output_bytes is None:
-            inputs = self.inputs
-            return lambda: client.infer(model, inputs, names)
+        with Client(self.url, self.protocol) as client:
+            if self.output_bytes is None:
+                inputs = self.inputs
+                yield lambda: client.infer(model, inputs, names)
+                return
+            with self._lock:
+                if index not in self._shm:
+                    self._shm[index] = self._shared_memory(index, client, self.output_bytes)
+            shm_inputs, shm_outputs = self._shm[index]
+            yield lambda: client.infer_shared_memory(model, shm_inputs, shm_outputs)
+
+    def _shared_memory(self, index: int, client: Any, output_bytes: dict[str, int]
+                       ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Regions for one sender index, kept across steps; registered by the sender's own client
+        (registration is server-wide, so `close` can unregister them through the control client)."""
         from tritonclient.utils import np_to_triton_dtype
         from tritonclient.utils import shared_memory as shm
 
@@ -594,7 +606,7 @@ class TritonTarget:
             region_name = f"plugserve_bench_{os.getpid()}_{index}_{kind}_{name}"
             handle = shm.create_shared_memory_region(region_name, "/" + region_name, byte_size)
             client.register_system_shared_memory(region_name, "/" + region_name, byte_size)
-            self._regions.append((client, region_name, handle))
+            self._regions.append((region_name, handle))
             return region_name, handle
 
         shm_inputs, shm_outputs = {}, {}
@@ -602,9 +614,9 @@ class TritonTarget:
             region_name, handle = region("in", name, array.nbytes)
             shm.set_shared_memory_region(handle, [array])
             shm_inputs[name] = (region_name, list(array.shape), np_to_triton_dtype(array.dtype), array.nbytes)
-        for name, byte_size in self.output_bytes.items():
-            shm_outputs[name] = (region(name=name, kind="out", byte_size=byte_size)[0], byte_size)
-        return lambda: client.infer_shared_memory(model, shm_inputs, shm_outputs)
+        for name, byte_size in output_bytes.items():
+            shm_outputs[name] = (region("out", name, byte_size)[0], byte_size)
+        return shm_inputs, shm_outputs
 
     def statistics(self) -> dict[str, Any]:
         return self.control.statistics(self.model)
@@ -612,15 +624,14 @@ class TritonTarget:
     def close(self) -> None:
         from tritonclient.utils import shared_memory as shm
 
-        for client, region_name, handle in self._regions:
-            client.unregister_system_shared_memory(region_name)
+        for region_name, handle in self._regions:
+            self.control.unregister_system_shared_memory(region_name)
             shm.destroy_shared_memory_region(handle)
-        for client in [*self._clients, self.control]:
-            client.close()
-        self._regions, self._clients, self._senders = [], [], {}
+        self.control.close()
+        self._regions, self._shm = [], {}
 
 
-def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str, np.ndarray]) -> Callable[[int], Sender]:
+def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str, np.ndarray]) -> SenderFactory:
     """Senders that call one ONNX Runtime session from this process with the served model's inputs.
 
     The session is made as the onnxruntime runner makes it (CPU provider, default options) and is
@@ -636,8 +647,8 @@ def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str,
         feed[tensor["name"]] = array.reshape(-1)[: tensor["dims"][0]] if tensor["shape_tensor"] else array
     output_names = [tensor["name"] for tensor in spec["outputs"]]
 
-    def make_sender(_index: int) -> Sender:
-        return lambda: session.run(output_names, feed)
+    def make_sender(_index: int) -> AbstractContextManager[Sender]:
+        return contextlib.nullcontext(lambda: session.run(output_names, feed))
 
     return make_sender
 
@@ -776,8 +787,6 @@ def _runtime(repository_dir: Path, model: str) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    import contextlib
-
     from plugserve.server import ServerError, TritonServer
 
     try:

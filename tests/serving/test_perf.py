@@ -5,6 +5,7 @@ Short windows keep the whole module to seconds; the numbers are not benchmarks, 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import threading
@@ -75,16 +76,17 @@ def test_percentiles_match_known_latencies_added_to_real_requests(server):
     pauses = iter(np.tile(np.arange(0, 100, 10) / 1000.0, 1000))
     lock = threading.Lock()
 
+    @contextlib.contextmanager
     def make_sender(index):
-        send = target.make_sender(index)
+        with target.make_sender(index) as send:
 
-        def paused():
-            send()
-            with lock:
-                pause = next(pauses)
-            time.sleep(pause)
+            def paused():
+                send()
+                with lock:
+                    pause = next(pauses)
+                time.sleep(pause)
 
-        return paused
+            yield paused
 
     settings = StepSettings(warmup_s=0.0, window_s=1.0, stability=1.0, stable_windows=1, max_step_s=1.0)
     try:
@@ -152,7 +154,8 @@ def test_calibration_sets_the_ceiling_that_later_runs_report_and_flag(server, tm
     assert run["steps"][0]["harness_bound"] is (run["steps"][0]["requests_per_s"] > 0.5 * ceiling)
     page = build_report(tmp_path, tmp_path / "report")
     text = page.read_text()
-    assert "Harness ceiling" in text and f"{ceiling:.1f}" in text
+    assert "Harness ceiling" in text
+    assert f"harness ceiling {ceiling:.0f} req/s" in text or f"harness ceiling {ceiling:.1f} req/s" in text
     assert all((page.parent / name).is_file() for name in
                [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")])
 
@@ -179,7 +182,7 @@ def test_locust_users_fire_named_request_events_and_write_csv_stats(server, tmp_
     prefix = tmp_path / f"locust-{protocol}"
     subprocess.run(
         [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--users", "2", "--spawn-rate", "2",
-         "--run-time", "3s", "--stop-timeout", "10", "--host", host, "--tags", "compare", "--only-summary",
+         "--run-time", "4s", "--stop-timeout", "10", "--host", host, "--tags", "compare", "--only-summary",
          "--csv", str(prefix), user],
         env={**os.environ, "PLUGSERVE_LOCUST_MODEL": CALIBRATION_MODEL}, check=True, timeout=60,
         capture_output=True,
@@ -188,6 +191,6 @@ def test_locust_users_fire_named_request_events_and_write_csv_stats(server, tmp_
         (row,) = [row for row in csv.DictReader(handle) if row["Name"] != "Aggregated"]
     assert row["Type"] == ("HTTP" if protocol == "http" else "gRPC")
     assert row["Name"] == f"{CALIBRATION_MODEL} 1x16"
-    assert int(row["Request Count"]) > 10 and int(row["Failure Count"]) == 0
+    assert int(row["Request Count"]) > 5 and int(row["Failure Count"]) == 0
     assert float(row["Average Content Size"]) == 16 * 4  # the identity's output: 16 float32
     assert json.loads(Path(f"{prefix}_settings.json").read_text())["users"] == 2
