@@ -146,3 +146,23 @@ def _write_settings(environment, **_kwargs) -> None:
         "user_classes": [cls.__name__ for cls in environment.user_classes],
         "wait_s": float(os.environ.get("PLUGSERVE_LOCUST_WAIT", "0")),
     }, indent=2) + "\n")
+
+
+
+# Seconds a run may take to leave the interpreter once its stats are final.
+EXIT_GRACE_S = 20
+
+
+@events.quit.add_listener
+def _exit_even_if_grpc_hangs(**_kwargs) -> None:
+    """Leave the process within EXIT_GRACE_S of locust's quit, printing every thread's stack if not.
+
+    gRPC's gevent integration now and then keeps the interpreter from exiting after the run is over
+    (seen once in ~20 runs of the tests on a loaded 2-core machine). By the quit event the stats are
+    final and locust closes its CSV files right after it, so nothing is lost; the run ends with exit
+    code 1 and the stacks instead of never. faulthandler's watchdog is a C thread: it fires while the
+    gevent hub is stuck, and a normal exit cancels it without waiting.
+    """
+    import faulthandler
+
+    faulthandler.dump_traceback_later(EXIT_GRACE_S, exit=True)

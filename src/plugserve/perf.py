@@ -634,12 +634,15 @@ class TritonTarget:
 def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str, np.ndarray]) -> SenderFactory:
     """Senders that call one ONNX Runtime session from this process with the served model's inputs.
 
-    The session is made as the onnxruntime runner makes it (CPU provider, default options) and is
-    fed as the runner feeds it: a shape tensor's batch rows collapse to its one row of values.
+    The session is made as one instance of the onnxruntime runner makes it (CPU provider, the
+    instance's share of the cores) and is fed as the runner feeds it: a shape tensor's batch rows
+    collapse to its one row of values.
     """
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    from plugserve.runners.onnxruntime_runner import session_options
+
+    session = ort.InferenceSession(str(onnx_path), session_options(config), providers=["CPUExecutionProvider"])
     spec = json.loads(config["parameters"]["plugserve_spec"]["string_value"])
     feed = {}
     for tensor in spec["inputs"]:

@@ -134,6 +134,37 @@ def _export_program(spec: ModelSpec, precision: str) -> torch.export.ExportedPro
                                    dynamic_shapes={"inputs": dynamic_shapes})
 
 
+def check_profiles(spec: ModelSpec, program: torch.export.ExportedProgram) -> None:
+    """Every shape profile must lie within the sizes the exported program accepts.
+
+    The runner admits requests by the profiles; a size inside them that the program's guards reject
+    (the encoder's height and width must exceed 64) would fail every such request at run time, so
+    the build fails instead, naming the bound.
+    """
+    from plugserve.config import ConfigError
+
+    placeholders = {node.name: node for node in program.graph.nodes if node.op == "placeholder"}
+    for tensor, placeholder in zip(spec.inputs, program.graph_signature.user_inputs, strict=True):
+        if tensor.shape_tensor:
+            continue
+        for axis, size in enumerate(placeholders[placeholder].meta["val"].shape):
+            if isinstance(size, int):
+                continue
+            bounds = program.range_constraints[size.node.expr]
+            # As the program's own input check: a lower bound of 2 is export's assumption while
+            # tracing, and sizes 0 and 1 are still accepted.
+            lower = int(bounds.lower) if bounds.lower > 2 else 0
+            for index, profile in enumerate(spec.profiles):
+                limits = profile[tensor.name]
+                path = f"models.yaml: models.{spec.name}.profiles[{index}].{tensor.name}"
+                if limits.min[axis] < lower:
+                    raise ConfigError(f"{path}.min: dimension {axis} is {limits.min[axis]}, but the exported program "
+                                      f"accepts {lower} or more; raise the profile's min to that")
+                if bounds.upper.is_finite and limits.max[axis] > bounds.upper:
+                    raise ConfigError(f"{path}.max: dimension {axis} is {limits.max[axis]}, but the exported program "
+                                      f"accepts at most {int(bounds.upper)}; lower the profile's max to that")
+
+
 def runner_options(spec: ModelSpec, precision: str) -> dict[str, Any]:
     """What the runner reads from config.pbtxt besides the tensor spec; recorded in the manifest too."""
     return {"program": PROGRAM_FILE, "precision": precision, "ops": spec.torch.ops,
@@ -149,6 +180,7 @@ def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
     from plugserve.runners import runner_path
 
     program = export_program(spec, precision)
+    check_profiles(spec, program)
     torch.export.save(program, version_dir / PROGRAM_FILE)
     shutil.copyfile(runner_path("torch"), version_dir / RUNNER_FILE)
     options = runner_options(spec, precision)

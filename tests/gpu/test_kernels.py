@@ -25,6 +25,8 @@ RESIZE_SHAPES = [
     ((1, 4, 33, 47), (1, 1)),  # to one pixel
     ((1, 3, 300, 200), (1999, 37)),  # large coordinates, mixed scaling
     ((3, 5, 129, 131), (129, 131)),  # same size
+    ((1, 3, 9, 10), (36, 41)),  # x4 up-scale with a partial last group of columns
+    ((1, 2, 3, 4095), (5, 4096)),  # scale just below 1 on a wide row: windows still one pixel apart
 ]
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True)]
 

@@ -34,7 +34,8 @@ def test_a_generated_config_round_trips_through_tritons_model_config_schema(spec
     assert [o.name for o in message.output] == [t.name for t in spec.outputs]
     assert list(message.dynamic_batching.preferred_batch_size) == list(spec.dynamic_batching.preferred_batch_size)
     assert message.dynamic_batching.max_queue_delay_microseconds == spec.dynamic_batching.max_queue_delay_microseconds
-    assert [(g.count, g.kind) for g in message.instance_group] == [(1, model_config_pb2.ModelInstanceGroup.KIND_CPU)]
+    assert [(g.count, g.kind) for g in message.instance_group] == [(g.count, model_config_pb2.ModelInstanceGroup.KIND_CPU)
+                                                                   for g in spec.instance_groups]
     runner = json.loads(repository.read_parameters(message)[repository.SPEC_PARAMETER])
     assert runner["profiles"] == [{name: r.as_dict() for name, r in p.items()} for p in spec.profiles]
 
