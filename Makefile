@@ -76,6 +76,9 @@ BENCH_MODELS ?= super_resolution deformable_encoder
 BENCH_PROTOCOLS ?= http grpc
 BENCH_CONCURRENCY ?= 1:8
 BENCH_ARGS ?=
+# Per-model inputs: the encoder at 128x128 runs ~17 requests/s on 2 cores, so a measurement window
+# holds enough of them to settle; at its profile's 256x256 (~4/s) the steps mostly hit the time cap.
+BENCH_INPUTS_deformable_encoder ?= --shape image=3,128,128
 LOCUST_PROTOCOL ?= http
 LOCUST_HOST ?= localhost:$(if $(filter grpc,$(LOCUST_PROTOCOL)),8001,8000)
 LOCUST_USERS ?= 4
@@ -86,10 +89,8 @@ LOCUST_TAGS ?= sr deformable
 bench: venv ## harness ceiling, then concurrency sweeps (with in-process ORT beside) of each model over HTTP and gRPC; needs a built model_repository
 	for protocol in $(BENCH_PROTOCOLS); do \
 	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) || exit 1; \
-	  for model in $(BENCH_MODELS); do \
-	    $(BIN)/python bench/perf.py --model $$model --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) \
-	      --in-process $(BENCH_ARGS) || exit 1; \
-	  done; \
+	  $(foreach model,$(BENCH_MODELS),$(BIN)/python bench/perf.py --model $(model) --protocol $$protocol \
+	    --concurrency $(BENCH_CONCURRENCY) --in-process $(BENCH_INPUTS_$(model)) $(BENCH_ARGS) || exit 1;) \
 	done
 
 .PHONY: locust

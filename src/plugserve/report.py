@@ -36,10 +36,16 @@ def load_runs(results_dir: Path) -> list[dict[str, Any]]:
     return runs
 
 
+def config_key(meta: dict[str, Any], leave_out: Sequence[str] = ()) -> tuple[Any, ...]:
+    """What makes two runs the same configuration: CONFIG_FIELDS and the input shapes."""
+    return (*(meta.get(field) for field in CONFIG_FIELDS if field not in leave_out),
+            json.dumps(meta.get("input_shapes"), sort_keys=True))
+
+
 def newest_per_config(runs: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     newest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for run in runs:
-        key = tuple(run["meta"].get(field) for field in CONFIG_FIELDS)
+        key = config_key(run["meta"])
         if key not in newest or run["meta"]["started"] > newest[key]["meta"]["started"]:
             newest[key] = run
     return sorted(newest.values(), key=lambda run: tuple(str(run["meta"].get(f)) for f in CONFIG_FIELDS))
@@ -72,7 +78,7 @@ def pairs_differing_in(runs: Sequence[dict[str, Any]], field: str) -> list[list[
     for run in runs:
         if run["meta"]["mode"] != "concurrency":
             continue
-        key = tuple(run["meta"].get(f) for f in CONFIG_FIELDS if f not in (field, "tag"))
+        key = config_key(run["meta"], leave_out=(field, "tag"))
         groups.setdefault(key, []).append(run)
     found = []
     for group in groups.values():
@@ -341,10 +347,10 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
     for run in compared:
         meta = run["meta"]
         title = f"{meta['model']} / {meta['protocol']}: served against in-process"
-        png = out_dir / f"in-process-{meta['model']}-{meta['protocol']}.png"
+        png = out_dir / f"in-process-{Path(run['file']).stem}.png"  # one per run: a model is often measured again
         plot_in_process(run, png, title)
         local = {step["load"]: step for step in run["in_process"]}
-        lines += [f"![{title}]({png.name})", ""]
+        lines += [f"### {meta['model']} / {meta['protocol']}, {run['file']}", "", f"![{title}]({png.name})", ""]
         lines += markdown_table(
             ["concurrency", "served infer/s", "in-process infer/s", "ratio", "served p50 ms", "in-process p50 ms"],
             [[f"{step['load']:g}", step["throughput"], local[step["load"]]["throughput"],

@@ -33,7 +33,7 @@ def test_the_projects_models_yaml_declares_both_headline_models_with_the_shared_
     assert sr.runtime == encoder.runtime == "onnxruntime"
     assert sr.checkpoint == ROOT / "src/plugserve/checkpoints/srcnn.pt"
     assert encoder.checkpoint is None  # the model's seeded default
-    assert sr.max_batch_size >= max(sr.dynamic_batching.preferred_batch_size)
+    assert sr.max_batch_size >= max(sr.dynamic_batching.preferred_batch_size, default=1)
 
 
 def test_a_profile_bounds_full_shapes_for_images_and_values_for_shape_tensors():

@@ -340,7 +340,7 @@ def test_tensorrt_config_round_trips_through_tritons_schema(specs, tmp_path):
     assert {i.name: i.is_shape_tensor for i in message.input} == {"image": False, "size": True}
     assert list(message.input[1].dims) == [2] and message.max_batch_size == 8
     assert [g.kind for g in message.instance_group] == [message.instance_group[0].KIND_GPU]
-    assert list(message.dynamic_batching.preferred_batch_size) == [4, 8]
+    assert list(message.dynamic_batching.preferred_batch_size) == list(spec.dynamic_batching.preferred_batch_size)
     first = message.model_warmup[0]
     assert first.batch_size == 4 and list(first.inputs["image"].dims) == [3, 128, 128]
     assert first.inputs["image"].random_data
