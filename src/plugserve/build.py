@@ -96,7 +96,7 @@ def export_standard_onnx(spec: ModelSpec, out_path: Path, precision: str) -> Pat
     else:
         from plugserve.export import export_onnx
 
-        export_onnx(spec.source_model, out_path, checkpoint=spec.checkpoint, target="onnxruntime", dtype=precision)
+        export_onnx(spec.model_name(), out_path, checkpoint=spec.checkpoint, target="onnxruntime", dtype=precision)
     check_io_names(spec, out_path)
     return out_path
 
@@ -149,7 +149,7 @@ def source_file(spec: ModelSpec) -> Path:
         return spec.onnx
     from plugserve import models
 
-    return models.checkpoint_path(spec.source_model, spec.checkpoint)
+    return models.checkpoint_path(spec.model_name(), spec.checkpoint)
 
 
 def _pid_alive(pid: int) -> bool:

@@ -264,9 +264,9 @@ def run_infer(args: argparse.Namespace) -> int:
         spec = config.load(args.config)[args.model]
         errors = compare(outputs, reference_outputs(spec, inputs))
         atol = args.atol if args.atol is not None else TOLERANCES.get(args.model, DEFAULT_ATOL)
-        for name, error in errors.items():
-            verdict = "ok" if error <= atol else "MISMATCH"
-            print(f"infer: check {name}: max abs error vs PyTorch {error:.2e} (atol {atol:.0e}) {verdict}")
-        if any(error > atol for error in errors.values()):
+        for name, worst in errors.items():
+            verdict = "ok" if worst <= atol else "MISMATCH"
+            print(f"infer: check {name}: max abs error vs PyTorch {worst:.2e} (atol {atol:.0e}) {verdict}")
+        if any(worst > atol for worst in errors.values()):
             return 1
     return 0

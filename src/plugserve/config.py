@@ -93,6 +93,12 @@ class ModelSpec:
     torch: TorchOptions = TorchOptions()
     tensorrt: TensorRTSettings = TensorRTSettings()  # the "tensorrt" runtime's build and serving options
 
+    def model_name(self) -> str:
+        """The plugserve model the entry is built from; an entry with a ready ONNX file has none."""
+        if self.source_model is None:
+            raise ValueError(f"models.{self.name} is built from the ONNX file {self.onnx}, not a plugserve model")
+        return self.source_model
+
     def input(self, name: str) -> TensorSpec:
         return next(t for t in self.inputs if t.name == name)
 
@@ -258,7 +264,7 @@ def _parse_source(reader: _Reader, value: Any, path: str, base_dir: Path) -> tup
 
 
 def _parse_tensors(reader: _Reader, value: Any, path: str) -> tuple[TensorSpec, ...]:
-    tensors = []
+    tensors: list[TensorSpec] = []
     for i, item in enumerate(reader.items(value, path)):
         item_path = f"{path}[{i}]"
         item = reader.mapping(item, item_path)

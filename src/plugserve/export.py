@@ -57,6 +57,8 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
             input_names=list(spec.INPUTS), output_names=list(spec.OUTPUTS), dynamic_shapes=dynamic_shapes,
             custom_translation_table=ops.custom_translation_table(msda=msda),
         )
+    if program is None:  # only the TorchScript exporter returns nothing
+        raise RuntimeError("torch.onnx.export(dynamo=True) returned no ONNX program")
     graph = program.model_proto
     onnx.checker.check_model(graph, full_check=True)
     if target == "onnxruntime":

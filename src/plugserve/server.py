@@ -25,6 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import BinaryIO
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Seconds tritonserver waits for in-flight requests at shutdown: tests and demos stop often.
@@ -130,7 +131,7 @@ class TritonServer:
         self.extra_args = extra_args or []
         self._workdir: tempfile.TemporaryDirectory | None = None
         self._log_path = log_path
-        self._log_file = None
+        self._log_file: BinaryIO | None = None
         self.process: subprocess.Popen | None = None
 
     @property

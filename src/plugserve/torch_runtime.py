@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
 
     from plugserve.build import Lowered
@@ -377,7 +379,7 @@ class Program:
         program = torch.export.load(str(path))
         if self.device.type != "cpu":
             program = move_to_device_pass(program, self.device)
-        module = program.module()
+        module: Callable[..., Any] = program.module()
         self._graphs = None
         if acceleration == "compile":
             module = torch.compile(module, dynamic=False)

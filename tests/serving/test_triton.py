@@ -74,8 +74,12 @@ def test_a_bad_request_gets_an_error_naming_the_problem_and_the_server_keeps_ser
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(server, specs):
-    """Same-shape requests run as one batch; a bad request in the crowd fails alone."""
-    good = [sr_inputs(1, 16, 16, 32, 32, seed=s) for s in range(6)] + [sr_inputs(1, 16, 16, 24, 40, seed=9)]
+    """Requests that find every instance busy run as one batch; a bad request in the crowd fails alone.
+
+    Requests go straight to an idle instance (models.yaml has no queue delay), so these are large
+    enough (~0.3 s each on one core) that the crowd arrives while the first two run.
+    """
+    good = [sr_inputs(1, 128, 128, 512, 512, seed=s) for s in range(6)] + [sr_inputs(1, 128, 128, 384, 640, seed=9)]
     bad = [BAD_REQUESTS["output size zero"][0], BAD_REQUESTS["absurd output size"][0]]
     model = "super_resolution"
 
