@@ -148,7 +148,6 @@ def _write_settings(environment, **_kwargs) -> None:
     }, indent=2) + "\n")
 
 
-
 # Seconds a run may take to leave the interpreter once its stats are final.
 EXIT_GRACE_S = 20
 

@@ -24,8 +24,8 @@ namespace {
 constexpr int kBlock = 128;  // threads per block, along x
 constexpr int kCols = 4;      // output columns per thread
 constexpr int kMaxRows = 16;  // output rows per thread ...
-constexpr int kMinRows = 4;   // ... fewer (down to this) when the GPU would otherwise idle,
-                              // or when their filtered input rows would not fit in kSlotBytes
+constexpr int kMinRows = 4;   // ... fewer (down to this) when the GPU would otherwise idle, and
+                              // fewer still (down to 1) while their filtered rows exceed kSlotBytes
 constexpr size_t kSlotBytes = 40 * 1024;  // shared memory for one block's filtered rows
 
 template <typename T>

@@ -162,7 +162,8 @@ def test_a_request_outside_the_contract_gets_an_error_naming_the_input(checkpoin
 def test_a_profile_below_what_the_exported_program_accepts_stops_the_build_naming_the_bound(tmp_path):
     # models.yaml's encoder profile starts at 64x64, fine for ONNX Runtime; the exported program's
     # guards need more than 64 (the stride-64 level must not collapse to one pixel).
-    spec = dataclasses.replace(config.load(Path("models.yaml"))["deformable_encoder"], runtime="torch")
+    models_yaml = Path(__file__).resolve().parents[2] / "models.yaml"
+    spec = dataclasses.replace(config.load(models_yaml)["deformable_encoder"], runtime="torch")
     with pytest.raises(ConfigError, match=r"profiles\[0\]\.image\.min: dimension 2 is 64, .* accepts 65 or more"):
         build_model(spec, tmp_path)
     assert not any(tmp_path.iterdir())
