@@ -5,15 +5,21 @@
 // windows once per block, into shared memory. When upscaling horizontally, a thread's columns read
 // one shared span of input pixels instead of K pixels each (SharedSpanFilter). A warp's stores are
 // contiguous, vectorized when rows are aligned.
-// Measured on an H100 (bench/kernels.py), fp16 being the hard case (the kernel waits on memory
-// latency, and 2-byte loads and stores move half the bytes per instruction): the two phases with
-// 8 resident blocks beat filtering rows while producing output (x2: 64 against 70 us) and keeping
-// the filtered window in registers (72 us: 80 registers, 6 blocks); 2 or 8 columns per thread,
-// 256 threads per block, 8 rows per tile and prefetching the next input row are all slower.
+// Measured on an H100 (bench/kernels.py), fp16 being the hard case: the kernel is bound by issuing
+// instructions as much as by memory (ncu: 0.72 instructions per scheduler per cycle, DRAM 26%), so
+// what paid was fewer instructions: weights placed in the span by shifting, not by compare-select
+// (x2 fp16: 61 -> 58 us); phase 2 reading two rows' K + 1 slots without zero-fills and selects,
+// writing through a pointer that steps by a row (59 -> 53 us); one phase-1 loop per load path
+// (1 us). Streaming stores keep the output from evicting the input's halo rows from L2 (64 -> 61
+// us; fp32 x4 48 -> 39 us). Slower: pair loads of the span (their selects cost more than the loads
+// saved), a sliding register window in phase 2 (its reads wait in a chain), 32 rows per tile, a
+// persistent grid, prefetching the next input row, 2 or 8 columns per thread, 256 threads per
+// block, 8 rows per tile, and keeping the filtered window in registers.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "common/checks.h"
 #include "dynamic_resize/kernel.cuh"
@@ -32,6 +38,15 @@ template <typename T>
 struct alignas(sizeof(T) * kCols) Pixels {
     T v[kCols];
 };
+
+template <typename T>
+__device__ void storePixels(Pixels<T>* d, const Pixels<T>& px) {
+    if constexpr (sizeof(Pixels<T>) == 16) {
+        __stcs(reinterpret_cast<uint4*>(d), *reinterpret_cast<const uint4*>(&px));
+    } else {
+        __stcs(reinterpret_cast<uint2*>(d), *reinterpret_cast<const uint2*>(&px));
+    }
+}
 
 // Filters one input row at a thread's kCols output columns (x0 ..), each column reading its own
 // K pixels. Right for any scale.
@@ -54,7 +69,10 @@ struct PerColumnFilter {
         }
     }
 
-    __device__ void operator()(const T* row, float (&filtered)[kCols]) const {
+    __device__ bool clamps() const { return false; }  // cols are clamped already
+
+    template <bool kClamp>
+    __device__ void apply(const T* row, float (&filtered)[kCols]) const {
         PS_UNROLL
         for (int c = 0; c < kCols; ++c) filtered[c] = filterRow<T, K>(row, cols[c], w[c]);
     }
@@ -63,18 +81,18 @@ struct PerColumnFilter {
 // The same result when upscaling (scale <= 1): consecutive columns' windows then start at most one
 // pixel apart, so column c's taps lie at offset 0..c of one span of kCols + K - 1 pixels. Reading
 // the span once (7 loads instead of 16 for bicubic, from one address when it is inside the row)
-// matters because the loads, not the arithmetic, bound the fp16 kernel. Each column weights the
-// span's first c + K pixels, zero before its taps, so its sum adds the same products in the same
-// order as PerColumnFilter's.
+// saves both instructions and L1 traffic. Each column weights the span's first c + K pixels, zero
+// before its taps, so for finite inputs its sum adds the same products in the same order as
+// PerColumnFilter's (an infinite pixel up to c pixels before a column's taps makes it NaN: 0 * inf).
 template <typename T, Mode M>
 struct SharedSpanFilter {
     static constexpr int K = Taps<M>::value;
     static constexpr int kSpan = kCols + K - 1;
-    // Resident blocks the registers must allow (64 registers, no spills): the kernel waits on
-    // memory, and more warps hide more of it.
-    static constexpr int kBlocksPerSm = 8;
+    // Resident blocks the registers must allow: 72 registers, which the unswitched phase-1 loops
+    // need without spilling (at 64 they spill, and 8 blocks without them is slower on fp16 x2).
+    static constexpr int kBlocksPerSm = 7;
     int start, in_w;
-    bool inside;  // the span needs no clamping
+    bool clamp;  // the span reaches past the row's ends
     float w[kCols][kSpan];
 
     __device__ SharedSpanFilter(int x0, int in_w_, int out_w, float scale, bool align_corners) : in_w(in_w_) {
@@ -84,25 +102,33 @@ struct SharedSpanFilter {
             if (c == 0) start = wc.start;
             const int offset = wc.start - start;
             PS_UNROLL
-            for (int j = 0; j < kSpan; ++j) {
-                float weight = 0.f;
-                PS_UNROLL
-                for (int k = 0; k < K; ++k) weight = j - offset == k ? wc.w[k] : weight;
-                w[c][j] = weight;
+            for (int j = 0; j < kSpan; ++j) w[c][j] = j < K ? wc.w[j] : 0.f;
+            // Shifted right by the taps' offset in the span (at most c): a few selects per step,
+            // where placing each weight by comparing offsets took a select per tap and pixel.
+            PS_UNROLL
+            for (int step = 0; step < c; ++step) {
+                if (step < offset) {
+                    PS_UNROLL
+                    for (int j = kSpan - 1; j > 0; --j) w[c][j] = w[c][j - 1];
+                    w[c][0] = 0.f;
+                }
             }
         }
-        inside = start >= 0 && start + kSpan <= in_w;
+        clamp = start < 0 || start + kSpan > in_w;
     }
 
-    __device__ void operator()(const T* row, float (&filtered)[kCols]) const {
+    __device__ bool clamps() const { return clamp; }
+
+    template <bool kClamp>
+    __device__ void apply(const T* row, float (&filtered)[kCols]) const {
         float v[kSpan];
-        if (inside) {
+        if (kClamp) {
+            PS_UNROLL
+            for (int j = 0; j < kSpan; ++j) v[j] = toFloat(row[clampIndex(start + j, in_w)]);
+        } else {
             const T* span = row + start;
             PS_UNROLL
             for (int j = 0; j < kSpan; ++j) v[j] = toFloat(span[j]);
-        } else {
-            PS_UNROLL
-            for (int j = 0; j < kSpan; ++j) v[j] = toFloat(row[clampIndex(start + j, in_w)]);
         }
         PS_UNROLL
         for (int c = 0; c < kCols; ++c) {
@@ -159,37 +185,78 @@ __global__ void __launch_bounds__(kBlock, Filter::kBlocksPerSm)
         const int slots = rows_step_by_one ? row_start[y_count - 1] - first + K : y_count * K;
         {
             const Filter filter(x0, in_w, out_w, scale_w, align_corners);
+            // One loop per load path: branches between the unrolled slots would keep their loads
+            // from overlapping.
+            const auto filter_rows = [&](auto clamp) {
 #pragma unroll 4
-            for (int slot = 0; slot < slots; ++slot) {
-                const int y = rows_step_by_one ? first + slot : row_start[slot / K] + slot % K;
-                Filtered f;
-                filter(src + clampIndex(y, in_h) * in_w, f.v);
-                filtered_rows[slot * kBlock + tid] = f;
+                for (int slot = 0; slot < slots; ++slot) {
+                    const int y = rows_step_by_one ? first + slot : row_start[slot / K] + slot % K;
+                    Filtered f;
+                    filter.template apply<decltype(clamp)::value>(src + clampIndex(y, in_h) * in_w, f.v);
+                    filtered_rows[slot * kBlock + tid] = f;
+                }
+            };
+            if (filter.clamps()) {
+                filter_rows(std::true_type());
+            } else {
+                filter_rows(std::false_type());
             }
         }
-        T* dst = out + plane * out_h * out_w + x0;
-        for (int r = 0; r < y_count; ++r) {
-            const int slot = rows_step_by_one ? row_start[r] - first : r * K;
-            float wy[K];
-            float h[kCols][K];
+        T* row_out = out + (plane * out_h + y_begin) * out_w + x0;  // the next row store_row writes
+        const bool whole_group = vector_store && x0 + kCols <= out_w;
+        // Slots slot .. slot + K - 1, and slot + K when `extra`, into h's columns.
+        const auto read_slots = [&](int slot, bool extra, float (&h)[kCols][K + 1]) {
             PS_UNROLL
-            for (int k = 0; k < K; ++k) {
-                wy[k] = row_weight[r][k];
-                const Filtered f = filtered_rows[(slot + k) * kBlock + tid];
-                PS_UNROLL
-                for (int c = 0; c < kCols; ++c) h[c][k] = f.v[c];
+            for (int k = 0; k <= K; ++k) {
+                if (k < K || extra) {
+                    const Filtered f = filtered_rows[(slot + k) * kBlock + tid];
+                    PS_UNROLL
+                    for (int c = 0; c < kCols; ++c) h[c][k] = f.v[c];
+                }
             }
+        };
+        // Output row r from the K slots of h that start at `offset` (0 or 1; a constant at each call,
+        // so that the inlined copies index h directly).
+        const auto store_row = [&](int r, const float (&h)[kCols][K + 1], int offset) {
+            float wy[K];
+            PS_UNROLL
+            for (int k = 0; k < K; ++k) wy[k] = row_weight[r][k];
             Pixels<T> px;
             PS_UNROLL
-            for (int c = 0; c < kCols; ++c) px.v[c] = fromFloat<T>(combine<K>(wy, h[c]));
-            T* d = dst + static_cast<long long>(y_begin + r) * out_w;
-            if (vector_store && x0 + kCols <= out_w) {
-                *reinterpret_cast<Pixels<T>*>(d) = px;
+            for (int c = 0; c < kCols; ++c) {
+                float x[K];
+                PS_UNROLL
+                for (int k = 0; k < K; ++k) x[k] = offset ? h[c][k + 1] : h[c][k];
+                px.v[c] = fromFloat<T>(combine<K>(wy, x));
+            }
+            if (whole_group) {
+                storePixels(reinterpret_cast<Pixels<T>*>(row_out), px);
             } else {
                 PS_UNROLL
                 for (int c = 0; c < kCols; ++c)
-                    if (x0 + c < out_w) d[c] = px.v[c];
+                    if (x0 + c < out_w) row_out[c] = px.v[c];
             }
+            row_out += out_w;
+        };
+        float h[kCols][K + 1];
+        int r = 0;
+        if (rows_step_by_one) {
+            // Two rows at a time: their windows start at most one slot apart, so K + 1 reads serve
+            // both. The step is the block's, so its branches are uniform.
+            for (; r + 1 < y_count; r += 2) {
+                const bool step = row_start[r + 1] != row_start[r];
+                read_slots(row_start[r] - first, step, h);
+                store_row(r, h, 0);
+                if (step) {
+                    store_row(r + 1, h, 1);
+                } else {
+                    store_row(r + 1, h, 0);
+                }
+            }
+        }
+        for (; r < y_count; ++r) {
+            read_slots(rows_step_by_one ? row_start[r] - first : r * K, false, h);
+            store_row(r, h, 0);
         }
     }
 }
@@ -230,11 +297,11 @@ Status launchTyped(const Params& p, const void* in, void* out, cudaStream_t stre
     while (rows > 1 && slot_bytes(rows) > kSlotBytes) rows /= 2;
     const int tiles_y = (out_h + rows - 1) / rows;
     const long long tasks = static_cast<long long>(tiles_x) * tiles_y * planes;
-    const unsigned grid = static_cast<unsigned>(std::min<long long>(tasks, INT32_MAX));
     const bool vector_store =
         out_w % kCols == 0 && reinterpret_cast<uintptr_t>(out) % (kCols * sizeof(T)) == 0;
     const auto kernel = windowsStepByOne(scale_w, in_w) ? resizeKernel<T, M, SharedSpanFilter<T, M>>
                                                         : resizeKernel<T, M, PerColumnFilter<T, M>>;
+    const unsigned grid = static_cast<unsigned>(std::min<long long>(tasks, INT32_MAX));
     kernel<<<grid, kBlock, slot_bytes(rows), stream>>>(
         static_cast<const T*>(in), static_cast<T*>(out), in_h, in_w, out_h, out_w, scale_h, scale_w,
         p.align_corners, rows_step_by_one, rows, tiles_x, tiles_y, tasks, vector_store);
