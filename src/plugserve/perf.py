@@ -585,8 +585,7 @@ class TritonTarget:
         model, names = self.model, self.output_names
         with Client(self.url, self.protocol) as client:
             if self.output_bytes is None:
-                inputs = self.inputs
-                yield lambda: client.infer(model, inputs, names)
+                yield client.request(model, self.inputs, names)
                 return
             with self._lock:
                 if index not in self._shm:

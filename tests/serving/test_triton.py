@@ -43,6 +43,21 @@ def test_deformable_encoder_answers_like_pytorch(client, specs, shape):
     assert_matches_pytorch(client, specs, "deformable_encoder", encoder_inputs(*shape))
 
 
+def test_a_prepared_request_is_sent_by_each_call(client, specs):
+    def successes():
+        stats = client.statistics("super_resolution")["model_stats"][0]["inference_stats"]
+        return int(stats.get("success", {}).get("count", 0))
+
+    inputs = sr_inputs(1, 16, 16, 32, 32, seed=3)
+    send = client.request("super_resolution", inputs)
+    before = successes()
+    first, second = send(), send()
+    assert successes() - before == 2
+    np.testing.assert_array_equal(first["upscaled"], second["upscaled"])
+    errors = compare(first, reference_outputs(specs["super_resolution"], inputs))
+    assert max(errors.values()) <= TOLERANCES["super_resolution"], errors
+
+
 GOOD = sr_inputs(1, 16, 16, 32, 32)
 BAD_REQUESTS = {
     "output size zero": ({**GOOD, "size": np.array([[0, 32]], dtype=np.int64)},
