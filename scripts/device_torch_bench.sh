@@ -12,7 +12,8 @@
 # STAGES picks what runs after the build: tests (GPU tests), pairs (the measurements the issue asks
 # for), extra (the same pairs through system shared memory, and our kernels without CUDA graphs),
 # reversed (the pairs again, each PyTorch twin first, to see order and run-to-run effects; and the
-# fp32 pair through shared memory).
+# fp32 pair through shared memory), repeat (the super-resolution pair in three rounds of longer
+# steps, alternating which twin goes first: their difference is under the spread of one round).
 set -uo pipefail
 STAGES=${STAGES:-tests pairs extra}
 OUT=${OUT:-$PWD/bench/results/device}
@@ -44,7 +45,7 @@ if has tests; then
   timeout 300 "$PYTHON" -m pytest -m gpu tests/gpu/test_torch_runtime.py -q -p no:cacheprovider -o addopts="" \
     2>&1 | tee "$OUT/gpu-tests.log"
 fi
-has pairs || has extra || has reversed || exit 0
+has pairs || has extra || has reversed || has repeat || exit 0
 
 step "build $REPOSITORY from bench/torch_h100.yaml"
 rm -rf "$REPOSITORY"
@@ -107,4 +108,10 @@ if has reversed; then
   bench deformable_encoder_fp32_pytorch "${DEFORMABLE[@]}" --shared-memory system
   bench deformable_encoder_fp32 "${DEFORMABLE[@]}" --shared-memory system
 fi
-
+if has repeat; then
+  for round in 1 2 3; do
+    order=(super_resolution_fp16 super_resolution_fp16_pytorch)
+    (( round % 2 == 0 )) && order=(super_resolution_fp16_pytorch super_resolution_fp16)
+    for model in "${order[@]}"; do bench "$model" "${SR[@]}" --window 3 --max-step-time 20 --tag "h100-round$round"; done
+  done
+fi
