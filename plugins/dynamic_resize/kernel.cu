@@ -297,11 +297,11 @@ Status launchTyped(const Params& p, const void* in, void* out, cudaStream_t stre
     while (rows > 1 && slot_bytes(rows) > kSlotBytes) rows /= 2;
     const int tiles_y = (out_h + rows - 1) / rows;
     const long long tasks = static_cast<long long>(tiles_x) * tiles_y * planes;
+    const unsigned grid = static_cast<unsigned>(std::min<long long>(tasks, INT32_MAX));
     const bool vector_store =
         out_w % kCols == 0 && reinterpret_cast<uintptr_t>(out) % (kCols * sizeof(T)) == 0;
     const auto kernel = windowsStepByOne(scale_w, in_w) ? resizeKernel<T, M, SharedSpanFilter<T, M>>
                                                         : resizeKernel<T, M, PerColumnFilter<T, M>>;
-    const unsigned grid = static_cast<unsigned>(std::min<long long>(tasks, INT32_MAX));
     kernel<<<grid, kBlock, slot_bytes(rows), stream>>>(
         static_cast<const T*>(in), static_cast<T*>(out), in_h, in_w, out_h, out_w, scale_h, scale_w,
         p.align_corners, rows_step_by_one, rows, tiles_x, tiles_y, tasks, vector_store);
