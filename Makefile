@@ -75,6 +75,9 @@ bundle: venv plugins ## offline bundle for a GPU host without network: server, w
 BENCH_MODELS ?= super_resolution deformable_encoder
 BENCH_PROTOCOLS ?= http grpc
 BENCH_CONCURRENCY ?= 1:8
+# Each step measured in rounds that alternate served and in-process: the VM's speed drifts by
+# several percent from one minute to the next, and one round per side put that drift into the ratio.
+BENCH_ROUNDS ?= 3
 BENCH_ARGS ?=
 # Per-model inputs: the encoder at 128x128 runs ~17 requests/s on 2 cores, so a measurement window
 # holds enough of them to settle; at its profile's 256x256 (~4/s) the steps mostly hit the time cap.
@@ -90,7 +93,8 @@ bench: venv ## harness ceiling, then concurrency sweeps (with in-process ORT bes
 	for protocol in $(BENCH_PROTOCOLS); do \
 	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) || exit 1; \
 	  $(foreach model,$(BENCH_MODELS),$(BIN)/python bench/perf.py --model $(model) --protocol $$protocol \
-	    --concurrency $(BENCH_CONCURRENCY) --in-process $(BENCH_INPUTS_$(model)) $(BENCH_ARGS) || exit 1;) \
+	    --concurrency $(BENCH_CONCURRENCY) --in-process --rounds $(BENCH_ROUNDS) $(BENCH_INPUTS_$(model)) \
+	    $(BENCH_ARGS) || exit 1;) \
 	done
 
 .PHONY: locust

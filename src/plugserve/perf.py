@@ -125,8 +125,9 @@ def arrival_times(rate: float, arrivals: str, seed: int = 0) -> Iterator[float]:
         raise ValueError(f"unknown arrival distribution {arrivals!r}: expected 'constant' or 'poisson'")
 
 
-def server_split(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
-    """Difference of two cumulative Triton model statistics: per-request averages in microseconds.
+def server_split(windows: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, float]:
+    """Triton's model statistics over the given (before, after) pairs of cumulative snapshots, summed:
+    counts, and per-request averages in microseconds.
 
     Accepts the HTTP JSON form and the gRPC `as_json` form (where 64-bit counters are strings).
     """
@@ -137,25 +138,26 @@ def server_split(before: dict[str, Any], after: dict[str, Any]) -> dict[str, flo
             raise ValueError("the server returned no model statistics for the model")
         return entries[0]
 
-    first, last = stats(before), stats(after)
+    pairs = [(stats(before), stats(after)) for before, after in windows]
 
-    def delta(section: str, field: str) -> int:
-        return int(last["inference_stats"].get(section, {}).get(field, 0)) - int(
-            first["inference_stats"].get(section, {}).get(field, 0)
-        )
+    def delta(read: Callable[[dict[str, Any]], Any]) -> int:
+        return sum(int(read(last)) - int(read(first)) for first, last in pairs)
 
-    success = delta("success", "count")
-    executions = int(last.get("execution_count", 0)) - int(first.get("execution_count", 0))
-    inferences = int(last.get("inference_count", 0)) - int(first.get("inference_count", 0))
+    def section(name: str, field: str) -> int:
+        return delta(lambda entry: entry["inference_stats"].get(name, {}).get(field, 0))
+
+    success = section("success", "count")
+    executions = delta(lambda entry: entry.get("execution_count", 0))
+    inferences = delta(lambda entry: entry.get("inference_count", 0))
     split: dict[str, float] = {
         "server_success": success,
-        "server_failures": delta("fail", "count"),
+        "server_failures": section("fail", "count"),
         "server_executions": executions,
         "server_avg_batch": inferences / executions if executions else math.nan,
     }
-    for section in ("queue", "compute_input", "compute_infer", "compute_output", "success"):
-        name = "request" if section == "success" else section
-        split[f"server_{name}_us"] = delta(section, "ns") / success / 1000.0 if success else math.nan
+    for name in ("queue", "compute_input", "compute_infer", "compute_output", "success"):
+        key = "request" if name == "success" else name
+        split[f"server_{key}_us"] = section(name, "ns") / success / 1000.0 if success else math.nan
     return split
 
 
@@ -173,15 +175,17 @@ class StepSettings:
     # A window also lasts until this many requests completed: a slow model's one-second window
     # would otherwise hold one request or none, and its throughput would be noise.
     min_requests: int = 5
+    # Each step is measured this many times (warm-up and windows each time) and the rounds pooled.
+    rounds: int = 1
 
 
 @dataclasses.dataclass
 class StepResult:
     mode: str  # "concurrency" or "rate"
     load: float  # concurrency, or the requested rate in requests/s
-    stopped: str  # "stable" or "time-cap"
-    windows: int
-    window_throughputs: list[float]
+    stopped: str  # "stable", or "time-cap" when a round stopped at its cap
+    windows: int  # over all rounds
+    window_throughputs: list[float]  # the windows each round kept, round after round
     duration_s: float
     requests: int
     errors: int
@@ -196,6 +200,7 @@ class StepResult:
     send_delay_ms: float = math.nan  # rate mode: mean lateness of sends against their schedule
     server: dict[str, float] = dataclasses.field(default_factory=dict)
     harness_bound: bool = False
+    round_throughputs: list[float] = dataclasses.field(default_factory=list)
 
 
 Sender = Callable[[], object]  # one request; its result is ignored, an exception is a counted error
@@ -204,11 +209,14 @@ Sender = Callable[[], object]  # one request; its result is ignored, an exceptio
 SenderFactory = Callable[[int], AbstractContextManager[Sender]]
 
 
+Record = tuple[float, float, float, str | None]  # scheduled, start, end, error
+
+
 class _Recorder:
     """Per-request records appended by the worker threads (list.append is atomic under the GIL)."""
 
     def __init__(self) -> None:
-        self.records: list[tuple[float, float, float, str | None]] = []  # scheduled, start, end, error
+        self.records: list[Record] = []
 
     def call(self, send: Sender, scheduled: float) -> None:
         start = time.perf_counter()
@@ -252,9 +260,20 @@ def _open_loop(make_sender: SenderFactory, rate: float, arrivals: str, seed: int
     return [threading.Thread(target=work, args=(index,), daemon=True) for index in range(workers)]
 
 
-def measure_step(mode: str, load: float, threads: list[threading.Thread], recorder: _Recorder,
-                 stop: threading.Event, settings: StepSettings, batch_size: int,
-                 statistics: Callable[[], dict[str, Any]] | None) -> StepResult:
+@dataclasses.dataclass
+class _Round:
+    """One measurement of a step: its windows, and the requests that ended in the windows it kept."""
+    stopped: str
+    windows: int
+    kept_throughputs: list[float]
+    duration_s: float
+    records: list[Record]
+    statistics: tuple[dict[str, Any], dict[str, Any]] | None  # server snapshots at the kept windows' ends
+
+
+def measure_round(threads: list[threading.Thread], recorder: _Recorder, stop: threading.Event,
+                  settings: StepSettings, batch_size: int, statistics: Callable[[], dict[str, Any]] | None
+                  ) -> _Round:
     """Warm up, then measure windows until the last `stable_windows` agree or `max_step_s` is spent.
 
     Warm-up lasts `warmup_s` and until a request completed (first runs pay for lazy initialisation).
@@ -296,44 +315,83 @@ def measure_step(mode: str, load: float, threads: list[threading.Thread], record
 
     used = min(settings.stable_windows, len(rates))
     begin, end = boundaries[-used - 1], boundaries[-1]
-    measured = [record for record in recorder.records if begin <= record[2] < end]
+    return _Round(stopped=stopped, windows=len(rates), kept_throughputs=rates[-used:], duration_s=end - begin,
+                  records=[record for record in recorder.records if begin <= record[2] < end],
+                  statistics=(snapshots[-used - 1], snapshots[-1]) if statistics else None)
+
+
+def step_result(mode: str, load: float, rounds: Sequence[_Round], batch_size: int) -> StepResult:
+    """One step from its rounds, pooled: their requests together over their summed durations."""
+    measured = [record for round_ in rounds for record in round_.records]
     latencies = [(stop_t - start) * 1000.0 for _, start, stop_t, error in measured if error is None]
     errors = Counter(error for *_, error in measured if error is not None)
     delays = [(start - scheduled) * 1000.0 for scheduled, start, _, error in measured if not math.isnan(scheduled)]
-    duration = end - begin
+    duration = sum(round_.duration_s for round_ in rounds)
     successes = len(latencies)
     summary = latency_summary(latencies)
+    windows = [round_.statistics for round_ in rounds if round_.statistics is not None]
     return StepResult(
-        mode=mode, load=load, stopped=stopped, windows=len(rates), window_throughputs=rates[-used:],
+        mode=mode, load=load, stopped="stable" if all(r.stopped == "stable" for r in rounds) else "time-cap",
+        windows=sum(round_.windows for round_ in rounds),
+        window_throughputs=[rate for round_ in rounds for rate in round_.kept_throughputs],
         duration_s=duration, requests=len(measured), errors=sum(errors.values()),
         error_messages=[f"{count}x {message}" for message, count in errors.most_common(3)],
         requests_per_s=successes / duration, throughput=successes * batch_size / duration,
         p50_ms=summary["p50_ms"], p90_ms=summary["p90_ms"], p95_ms=summary["p95_ms"], p99_ms=summary["p99_ms"],
         mean_ms=summary["mean_ms"],
         send_delay_ms=float(np.mean(delays)) if delays else math.nan,
-        server=server_split(snapshots[-used - 1], snapshots[-1]) if statistics else {},
+        server=server_split(windows) if windows else {},
+        round_throughputs=[sum(r[3] is None for r in round_.records) * batch_size / round_.duration_s
+                           for round_ in rounds],
     )
+
+
+@dataclasses.dataclass
+class Sweep:
+    steps: list[StepResult]
+    twin_steps: list[StepResult]  # the twin's step at each load, when the sweep had a twin
+    end: str  # "done", or "latency-cap" when a step's p99 went over the cap
 
 
 def sweep(make_sender: SenderFactory, *, mode: str, loads: Sequence[float], settings: StepSettings,
           batch_size: int, statistics: Callable[[], dict[str, Any]] | None = None, arrivals: str = "constant",
           seed: int = 0, workers: int = 16, max_latency_ms: float | None = None,
-          on_step: Callable[[StepResult], None] | None = None) -> tuple[list[StepResult], str]:
-    """Run one step per load; returns the steps and why the sweep ended ("done" or "latency-cap")."""
-    steps: list[StepResult] = []
-    for load in loads:
+          twin: SenderFactory | None = None,
+          on_step: Callable[[StepResult, StepResult | None], None] | None = None) -> Sweep:
+    """One step per load, each measured in `settings.rounds` rounds.
+
+    A `twin` (the same model in this process) is measured at each load as well, each round
+    alternating which goes first: a shared machine's speed drifts over seconds to minutes, and
+    both sides of a served / in-process ratio should see the same drift.
+    """
+
+    def run_round(factory: SenderFactory, load: float, server: Callable[[], dict[str, Any]] | None) -> _Round:
         recorder, stop = _Recorder(), threading.Event()
         if mode == "concurrency":
-            threads = _closed_loop(make_sender, int(load), recorder, stop)
+            threads = _closed_loop(factory, int(load), recorder, stop)
         else:
-            threads = _open_loop(make_sender, float(load), arrivals, seed, workers, recorder, stop)
-        step = measure_step(mode, load, threads, recorder, stop, settings, batch_size, statistics)
-        steps.append(step)
+            threads = _open_loop(factory, float(load), arrivals, seed, workers, recorder, stop)
+        return measure_round(threads, recorder, stop, settings, batch_size, server)
+
+    result = Sweep([], [], "done")
+    for load in loads:
+        served: list[_Round] = []
+        local: list[_Round] = []
+        turns = [(make_sender, statistics, served)] + ([(twin, None, local)] if twin is not None else [])
+        for index in range(settings.rounds):
+            for factory, server, rounds in turns[::-1] if index % 2 else turns:
+                rounds.append(run_round(factory, load, server))
+        step = step_result(mode, load, served, batch_size)
+        twin_step = step_result(mode, load, local, batch_size) if twin is not None else None
+        result.steps.append(step)
+        if twin_step is not None:
+            result.twin_steps.append(twin_step)
         if on_step:
-            on_step(step)
+            on_step(step, twin_step)
         if max_latency_ms is not None and not step.p99_ms <= max_latency_ms:
-            return steps, "latency-cap"
-    return steps, "done"
+            result.end = "latency-cap"
+            break
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -423,7 +481,7 @@ def _flat_row(run: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     row = {key: run["meta"][key] for key in ("model", "runtime", "protocol", "tag", "dynamic_batching",
                                              "instance_count", "batch_size", "shared_memory")}
     row.update({key: value for key, value in step.items() if key not in ("server", "window_throughputs",
-                                                                           "error_messages")})
+                                                                           "round_throughputs", "error_messages")})
     row.update(step["server"])
     row["error_messages"] = " | ".join(step["error_messages"])
     return row
@@ -465,9 +523,14 @@ def format_table(steps: Sequence[StepResult], in_process: Sequence[StepResult] =
         notes = []
         if step.harness_bound:
             notes.append("HARNESS-BOUND")
-        if step.load in local and local[step.load].throughput:
-            notes.append(f"{step.throughput / local[step.load].throughput:.2f}x in-process "
-                         f"({local[step.load].throughput:.1f}/s)")
+        twin = local.get(step.load)
+        if twin is not None and twin.throughput:
+            note = f"{step.throughput / twin.throughput:.2f}x in-process ({twin.throughput:.1f}/s"
+            if len(step.round_throughputs) > 1:
+                ratios = [a / b if b else math.nan for a, b in
+                          zip(step.round_throughputs, twin.round_throughputs, strict=True)]
+                note += f"; rounds {min(ratios):.2f}-{max(ratios):.2f}"
+            notes.append(note + ")")
         if step.errors:
             notes.append(step.error_messages[0][:60])
         server = step.server
@@ -729,6 +792,9 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                       help="seconds of measuring after which a step stops unstable (default: %(default)s)")
     step.add_argument("--min-requests", type=int, default=5,
                       help="a window also lasts until this many requests completed (default: %(default)s)")
+    step.add_argument("--rounds", type=int, default=1,
+                      help="measure each step this many times and pool them; with --in-process the two "
+                           "alternate which goes first, so both see the machine's drift (default: %(default)s)")
     step.add_argument("--max-latency", type=float, help="stop the sweep after a step whose p99 exceeds this (ms)")
     run = parser.add_argument_group("run")
     run.add_argument("--calibrate", action="store_true",
@@ -760,7 +826,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[str, list[float], StepSe
         raise ValueError("--in-process compares at the same concurrency; use it with --concurrency")
     if args.url and (args.dynamic_batching or args.instances):
         raise ValueError("--dynamic-batching/--instances build and serve a variant; they cannot apply to --url")
-    for name in ("batch_size", "workers", "stable_windows", "min_requests"):
+    for name in ("batch_size", "workers", "stable_windows", "min_requests", "rounds"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.instances is not None and args.instances < 1:
@@ -775,7 +841,7 @@ def _check_arguments(args: argparse.Namespace) -> tuple[str, list[float], StepSe
     else:
         mode, loads = "concurrency", parse_steps(args.concurrency or "1:4", integer=True)
     settings = StepSettings(args.warmup, args.window, args.stability, args.stable_windows, args.max_step_time,
-                            args.min_requests)
+                            args.min_requests, args.rounds)
     return mode, loads, settings
 
 
@@ -863,34 +929,30 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
               f"p99 {step.p99_ms:.2f} ms, {step.errors} errors ({step.stopped} after {step.windows} windows)",
               flush=True)
 
-    local: list[StepResult] = []
     local_sender = None
     if args.in_process:
         onnx_path = _served_onnx(repository_dir, model)
-        print(f"bench: in-process ONNX Runtime on {onnx_path}, each step right after the served one")
+        print(f"bench: in-process ONNX Runtime on {onnx_path}, measured at each step beside the served model"
+              + (f", {settings.rounds} rounds in alternating order" if settings.rounds > 1 else ""))
         local_sender = in_process_sender(onnx_path, config, inputs)
 
-    def after_served(step: StepResult) -> None:
+    def on_step(step: StepResult, twin_step: StepResult | None) -> None:
         step.harness_bound = ceiling is not None and step.requests_per_s > HARNESS_BOUND_SHARE * ceiling
         show(step, "served")
-        if local_sender is not None:
-            # Interleaved rather than a second sweep afterwards: a shared machine's background load
-            # drifts over minutes, and both sides of a ratio should see the same.
-            twin, _ = sweep(local_sender, mode="concurrency", loads=[step.load], settings=settings,
-                            batch_size=args.batch_size, on_step=lambda twin_step: show(twin_step, "in-process"))
-            local.extend(twin)
+        if twin_step is not None:
+            show(twin_step, "in-process")
 
-    steps, end = sweep(target.make_sender, mode=mode, loads=loads, settings=settings, batch_size=args.batch_size,
-                       statistics=target.statistics, arrivals=args.arrivals, seed=args.seed, workers=args.workers,
-                       max_latency_ms=args.max_latency, on_step=after_served)
-    if end == "latency-cap":
-        print(f"bench: sweep stopped: p99 {steps[-1].p99_ms:.1f} ms is above --max-latency {args.max_latency} ms")
+    result = sweep(target.make_sender, mode=mode, loads=loads, settings=settings, batch_size=args.batch_size,
+                   statistics=target.statistics, arrivals=args.arrivals, seed=args.seed, workers=args.workers,
+                   max_latency_ms=args.max_latency, twin=local_sender, on_step=on_step)
+    if result.end == "latency-cap":
+        print(f"bench: sweep stopped: p99 {result.steps[-1].p99_ms:.1f} ms is above --max-latency {args.max_latency} ms")
     meta["load_average_after"] = os.getloadavg()[0]
     print()
-    print(format_table(steps, local))
-    return {"meta": meta, "calibration": calibration, "sweep_end": end,
-            "steps": [dataclasses.asdict(step) for step in steps],
-            "in_process": [dataclasses.asdict(step) for step in local]}
+    print(format_table(result.steps, result.twin_steps))
+    return {"meta": meta, "calibration": calibration, "sweep_end": result.end,
+            "steps": [dataclasses.asdict(step) for step in result.steps],
+            "in_process": [dataclasses.asdict(step) for step in result.twin_steps]}
 
 
 def _served_onnx(repository_dir: Path, model: str) -> Path:

@@ -173,6 +173,13 @@ def plot_in_process(run: dict[str, Any], path: Path, title: str) -> None:
     _save(figure, path)
 
 
+def round_ratios(served: dict[str, Any], local: dict[str, Any]) -> str:
+    """Served / in-process throughput of each round of a step measured in rounds (`--rounds`)."""
+    pairs = zip(served.get("round_throughputs", []), local.get("round_throughputs", []), strict=True)
+    ratios = [f"{a / b:.2f}" if b else "-" for a, b in pairs]
+    return " ".join(ratios) if len(ratios) > 1 else "-"
+
+
 def _fmt(value: Any, digits: int = 1) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
@@ -340,7 +347,8 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
 
     lines += ["## Served against in-process ONNX Runtime", "",
               "The same ONNX Runtime session options and inputs, called from threads in the harness process "
-              "at the same concurrency and batch size; the ratio is served / in-process throughput.", ""]
+              "at the same concurrency and batch size; the ratio is served / in-process throughput, pooled over "
+              "the step's rounds when it was measured in rounds (alternating which side went first).", ""]
     compared = [run for run in measured if run.get("in_process")]
     if not compared:
         lines += ["No run with `--in-process`.", ""]
@@ -352,10 +360,12 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
         local = {step["load"]: step for step in run["in_process"]}
         lines += [f"### {meta['model']} / {meta['protocol']}, {run['file']}", "", f"![{title}]({png.name})", ""]
         lines += markdown_table(
-            ["concurrency", "served infer/s", "in-process infer/s", "ratio", "served p50 ms", "in-process p50 ms"],
+            ["concurrency", "served infer/s", "in-process infer/s", "ratio", "ratio per round", "served p50 ms",
+             "in-process p50 ms"],
             [[f"{step['load']:g}", step["throughput"], local[step["load"]]["throughput"],
               f"{step['throughput'] / local[step['load']]['throughput']:.2f}x"
-              if local[step["load"]]["throughput"] else "-", step["p50_ms"], local[step["load"]]["p50_ms"]]
+              if local[step["load"]]["throughput"] else "-", round_ratios(step, local[step["load"]]),
+              step["p50_ms"], local[step["load"]]["p50_ms"]]
              for step in run["steps"] if step["load"] in local])
 
     lines += ["## locust against plugserve bench", ""]

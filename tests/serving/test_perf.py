@@ -90,7 +90,7 @@ def test_percentiles_match_known_latencies_added_to_real_requests(server):
 
     settings = StepSettings(warmup_s=0.0, window_s=1.0, stability=1.0, stable_windows=1, max_step_s=1.0)
     try:
-        (step,), _ = sweep(make_sender, mode="concurrency", loads=[10], settings=settings, batch_size=1)
+        (step,) = sweep(make_sender, mode="concurrency", loads=[10], settings=settings, batch_size=1).steps
     finally:
         target.close()
     # Ten workers draw the pauses in turn, so each window holds them about equally. A pause is a
@@ -99,6 +99,21 @@ def test_percentiles_match_known_latencies_added_to_real_requests(server):
     assert 80 <= step.p90_ms < 130
     assert step.p99_ms >= 90
     assert 45 <= step.mean_ms < 75
+
+
+def test_in_process_twin_is_measured_beside_each_step_in_pooled_rounds(server, tmp_path, capsys):
+    run = bench(server, tmp_path, "--concurrency", "1,2", "--in-process", "--rounds", "2")
+    assert run["meta"]["settings"]["rounds"] == 2
+    assert [step["load"] for step in run["in_process"]] == [step["load"] for step in run["steps"]] == [1, 2]
+    for served, local in zip(run["steps"], run["in_process"], strict=True):
+        for step in (served, local):
+            assert step["errors"] == 0 and len(step["round_throughputs"]) == 2
+            # Pooled: the requests of both rounds over both rounds' time.
+            assert step["throughput"] == pytest.approx(step["requests"] / step["duration_s"])
+            assert min(step["round_throughputs"]) <= step["throughput"] <= max(step["round_throughputs"])
+        assert served["server"]["server_success"] == pytest.approx(served["requests"], rel=0.2, abs=5)
+    table = capsys.readouterr().out
+    assert "x in-process (" in table and "; rounds " in table
 
 
 def test_a_sweep_stops_at_its_latency_cap(server, tmp_path):

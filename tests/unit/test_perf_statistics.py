@@ -83,11 +83,22 @@ def _stats(count, queue, infer, executions, inferences, as_strings=False):
 
 
 def test_server_split_is_the_difference_of_cumulative_statistics():
-    split = server_split(_stats(10, 1_000_000, 2_000_000, 10, 10), _stats(30, 5_000_000, 6_000_000, 20, 40,
-                                                                          as_strings=True))
+    split = server_split([(_stats(10, 1_000_000, 2_000_000, 10, 10),
+                           _stats(30, 5_000_000, 6_000_000, 20, 40, as_strings=True))])
     assert split["server_success"] == 20
     assert split["server_queue_us"] == pytest.approx(200.0)
     assert split["server_compute_infer_us"] == pytest.approx(200.0)
     assert split["server_request_us"] == pytest.approx(5.0)
     assert split["server_avg_batch"] == pytest.approx(3.0)
     assert split["server_failures"] == 0
+
+
+def test_server_split_over_several_windows_sums_them_before_averaging():
+    first = (_stats(10, 1_000_000, 2_000_000, 10, 10), _stats(30, 5_000_000, 6_000_000, 20, 40))
+    second = (_stats(50, 6_000_000, 1_000_000, 30, 50), _stats(60, 6_000_000, 5_000_000, 40, 60))
+    split = server_split([first, second])
+    assert split["server_success"] == 30
+    assert split["server_queue_us"] == pytest.approx(4000 / 30)  # 4 ms of queueing in the first window only
+    assert split["server_compute_infer_us"] == pytest.approx(8000 / 30)
+    assert split["server_request_us"] == pytest.approx(5.0)
+    assert split["server_avg_batch"] == pytest.approx(40 / 20)

@@ -20,6 +20,8 @@ def _step(load: float, throughput: float, p50: float) -> dict:
 def _run(started: float, *, batching: bool = True, instances: int = 1, protocol: str = "http",
          calibrate: bool = False, in_process: bool = False) -> dict:
     steps = [_step(c, 10.0 * c ** (0.8 if batching else 0.5), 5.0 * c ** 0.5) for c in (1, 2, 4)]
+    if in_process:  # measured in two rounds, served 10% below and above its pooled throughput
+        steps = [dict(step, round_throughputs=[step["throughput"] * 0.9, step["throughput"] * 1.1]) for step in steps]
     return {"meta": {"model": "plugserve_identity" if calibrate else "super_resolution", "runtime": "onnxruntime",
                      "protocol": protocol, "mode": "concurrency", "tag": "", "calibrate": calibrate,
                      "dynamic_batching": batching, "instance_count": instances, "batch_size": 1,
@@ -27,7 +29,9 @@ def _run(started: float, *, batching: bool = True, instances: int = 1, protocol:
                      "host": {"cpus": 2}},
             "calibration": None if calibrate else {"requests_per_s": 1000.0, "file": "c.json", "started": 0},
             "sweep_end": "done", "steps": steps,
-            "in_process": [dict(step, throughput=step["throughput"] * 1.05) for step in steps] if in_process else []}
+            "in_process": [dict(step, throughput=step["throughput"] * 1.05,
+                                round_throughputs=[step["throughput"] * 1.05] * 2) for step in steps]
+            if in_process else []}
 
 
 def test_the_report_has_every_section_and_links_only_plots_it_wrote(tmp_path):
@@ -55,7 +59,7 @@ def test_the_report_has_every_section_and_links_only_plots_it_wrote(tmp_path):
     assert "No pair of runs" not in text  # both comparisons found their pair
     assert "| http | False | 30.3 | 4 |" in text  # the calibration run's best step is the ceiling
     assert "harness ceiling 1000 req/s" in text  # each run states the ceiling it was flagged against
-    assert "| 0.95x |" in text  # served / in-process at each concurrency
+    assert "| 0.95x | 0.86 1.05 |" in text  # served / in-process at each concurrency, pooled and per round
     assert "super_resolution 64x64 | http | 2 | 100 | 0 | 7.0 | 7.1 | -1% |" in text  # locust beside bench at c=2
     assert "| yes |" in text and "70.0%" in text  # kernel targets and bandwidth share
     images = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
