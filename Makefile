@@ -78,6 +78,9 @@ BENCH_CONCURRENCY ?= 1:8
 # Each step measured in rounds that alternate served and in-process: the VM's speed drifts by
 # several percent from one minute to the next, and one round per side put that drift into the ratio.
 BENCH_ROUNDS ?= 3
+# none, or system: tensors through registered shared memory, so the client's HTTP/gRPC parsing
+# (on the same 2 cores as the server) leaves the comparison and Triton's own overhead remains.
+BENCH_SHARED_MEMORY ?= none
 BENCH_ARGS ?=
 # Per-model inputs: the encoder at 128x128 runs ~17 requests/s on 2 cores, so a measurement window
 # holds enough of them to settle; at its profile's 256x256 (~4/s) the steps mostly hit the time cap.
@@ -91,10 +94,11 @@ LOCUST_TAGS ?= sr deformable
 .PHONY: bench
 bench: venv ## harness ceiling, then concurrency sweeps (with in-process ORT beside) of each model over HTTP and gRPC; needs a built model_repository
 	for protocol in $(BENCH_PROTOCOLS); do \
-	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) || exit 1; \
+	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) \
+	    --shared-memory $(BENCH_SHARED_MEMORY) || exit 1; \
 	  $(foreach model,$(BENCH_MODELS),$(BIN)/python bench/perf.py --model $(model) --protocol $$protocol \
 	    --concurrency $(BENCH_CONCURRENCY) --in-process --rounds $(BENCH_ROUNDS) $(BENCH_INPUTS_$(model)) \
-	    $(BENCH_ARGS) || exit 1;) \
+	    --shared-memory $(BENCH_SHARED_MEMORY) $(BENCH_ARGS) || exit 1;) \
 	done
 
 .PHONY: locust
