@@ -514,6 +514,11 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
 
 
+def round_ratios(served_rounds: Sequence[float], twin_rounds: Sequence[float]) -> list[float]:
+    """Served / in-process throughput of each round of one step (NaN where the twin served nothing)."""
+    return [a / b if b else math.nan for a, b in zip(served_rounds, twin_rounds, strict=True)]
+
+
 def format_table(steps: Sequence[StepResult], in_process: Sequence[StepResult] = ()) -> str:
     header = (f"{'load':>7} {'infer/s':>9} {'req/s':>8} {'p50':>8} {'p90':>8} {'p95':>8} {'p99':>8} {'mean':>8} "
               f"{'errors':>6} {'queue':>8} {'infer':>8} {'batch':>5} {'stop':>8}  note")
@@ -527,8 +532,7 @@ def format_table(steps: Sequence[StepResult], in_process: Sequence[StepResult] =
         if twin is not None and twin.throughput:
             note = f"{step.throughput / twin.throughput:.2f}x in-process ({twin.throughput:.1f}/s"
             if len(step.round_throughputs) > 1:
-                ratios = [a / b if b else math.nan for a, b in
-                          zip(step.round_throughputs, twin.round_throughputs, strict=True)]
+                ratios = round_ratios(step.round_throughputs, twin.round_throughputs)
                 note += f"; rounds {min(ratios):.2f}-{max(ratios):.2f}"
             notes.append(note + ")")
         if step.errors:

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugserve.perf import HARNESS_BOUND_SHARE, RESULTS_DIR
+from plugserve.perf import HARNESS_BOUND_SHARE, RESULTS_DIR, round_ratios
 
 # The fields that make two runs the same configuration (the newest of them is reported).
 CONFIG_FIELDS = ("model", "runtime", "protocol", "shared_memory", "dynamic_batching", "instance_count",
@@ -175,11 +175,10 @@ def plot_in_process(run: dict[str, Any], path: Path, title: str) -> None:
     _save(figure, path)
 
 
-def round_ratios(served: dict[str, Any], local: dict[str, Any]) -> str:
+def rounds_cell(served: dict[str, Any], local: dict[str, Any]) -> str:
     """Served / in-process throughput of each round of a step measured in rounds (`--rounds`)."""
-    pairs = zip(served.get("round_throughputs", []), local.get("round_throughputs", []), strict=True)
-    ratios = [f"{a / b:.2f}" if b else "-" for a, b in pairs]
-    return " ".join(ratios) if len(ratios) > 1 else "-"
+    ratios = round_ratios(served.get("round_throughputs", []), local.get("round_throughputs", []))
+    return " ".join("-" if math.isnan(ratio) else f"{ratio:.2f}" for ratio in ratios) if len(ratios) > 1 else "-"
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -366,7 +365,7 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
              "in-process p50 ms"],
             [[f"{step['load']:g}", step["throughput"], local[step["load"]]["throughput"],
               f"{step['throughput'] / local[step['load']]['throughput']:.2f}x"
-              if local[step["load"]]["throughput"] else "-", round_ratios(step, local[step["load"]]),
+              if local[step["load"]]["throughput"] else "-", rounds_cell(step, local[step["load"]]),
               step["p50_ms"], local[step["load"]]["p50_ms"]]
              for step in run["steps"] if step["load"] in local])
 
