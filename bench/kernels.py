@@ -89,7 +89,7 @@ def bench_resize(reps: int, iters: int, copy_gbs: float, peers: bool = True) -> 
     import torch
     import torch.nn.functional as F
 
-    from plugserve import plugins
+    from plugserve import native
 
     rows = []
     for shape, (oh, ow) in RESIZE_CASES:
@@ -102,7 +102,7 @@ def bench_resize(reps: int, iters: int, copy_gbs: float, peers: bool = True) -> 
             compiled = torch.compile(eager, dynamic=False)
 
             def ours(x=x, oh=oh, ow=ow):
-                return plugins.dynamic_resize(x, oh, ow, "bicubic", False)
+                return native.dynamic_resize(x, oh, ow, "bicubic", False)
 
             expected = eager()
             err = (ours().float() - expected.float()).abs().max().item()
@@ -161,7 +161,7 @@ def msda_inputs(kind: str, n: int, lq: int | None, dtype, seed: int = 0, device:
 def bench_msda(reps: int, iters: int, copy_gbs: float, peer, peers: bool = True) -> list[dict]:
     import torch
 
-    from plugserve import plugins
+    from plugserve import native
     from plugserve.ops.ms_deform_attn import reference
 
     rows = []
@@ -170,7 +170,7 @@ def bench_msda(reps: int, iters: int, copy_gbs: float, peer, peers: bool = True)
             value, shapes, starts, loc, weights = msda_inputs(kind, n, lq, dtype)
             shapes_cpu, starts_cpu = shapes.cpu(), starts.cpu()  # the reference reads them as Python ints
 
-            ours = partial(plugins.ms_deform_attn, value, shapes, starts, loc, weights)
+            ours = partial(native.ms_deform_attn, value, shapes, starts, loc, weights)
             grid_sample_ref = partial(reference, value, shapes_cpu, starts_cpu, loc, weights)
 
             expected = reference(value.double(), shapes_cpu, starts_cpu, loc.double(), weights.double())
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from plugserve import plugins
+    from plugserve import native
 
     if not torch.cuda.is_available():
         print("kernels.py needs a CUDA GPU", file=sys.stderr)
@@ -281,14 +281,14 @@ def main(argv: list[str] | None = None) -> int:
         import torch_ms_deform_attn as peer
     copy_gbs = copy_bandwidth()
     print(f"device {torch.cuda.get_device_name()}; copy bandwidth {copy_gbs:.0f} GB/s (read + write); "
-          f"{plugins.build_info()}", flush=True)
+          f"{native.build_info()}", flush=True)
     rows = []
     if args.only in (None, "resize"):
         rows += bench_resize(args.reps, args.iters, copy_gbs, not args.ours_only)
     if args.only in (None, "msda"):
         rows += bench_msda(args.reps, args.iters, copy_gbs, peer, not args.ours_only)
     result = {"device": torch.cuda.get_device_name(), "copy_bandwidth_gbs": copy_gbs, "torch": torch.__version__,
-              "library": plugins.build_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "library": native.build_info(), "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "rows": rows, "targets_met": targets_met(rows)}
     if args.ours_only:
         return 0

@@ -119,7 +119,7 @@ class TritonUser(User):
     @tag("compare")
     @task(1)
     def compare(self) -> None:
-        from plugserve.perf import generate_inputs
+        from plugserve.perf.inputs import generate_inputs
 
         model = os.environ.get("PLUGSERVE_LOCUST_MODEL", SR_MODEL)
         if self.compare_inputs is None:

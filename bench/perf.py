@@ -1,6 +1,6 @@
 """`plugserve bench` as a script: `python bench/perf.py --model super_resolution --concurrency 1:8`.
 
-The harness lives in plugserve.perf (see `plugserve bench --help`); this file keeps the entry
+The harness lives in plugserve.perf (package; see `plugserve bench --help`); this file keeps the entry
 point next to locustfile.py for those who look for benchmarks under bench/.
 """
 

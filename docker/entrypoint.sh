@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Container start: build TensorRT engines for this GPU unless valid ones exist, then serve them.
 # An engine is valid when its manifest matches this TensorRT, this GPU and this plugin library
-# (plugserve.tensorrt.stale_engines); the repository lives on a volume, so restarts reuse them.
+# (plugserve.trt.provenance.stale_engines); the repository lives on a volume, so restarts reuse them.
 # Any arguments replace serving, e.g. `docker compose run plugserve make test-tensorrt`.
 set -euo pipefail
 
@@ -15,12 +15,13 @@ read -r -a to_build <<<"$(python - "${repository}" ${models} <<'PY'
 import sys
 from pathlib import Path
 
-from plugserve import plugins, tensorrt
+from plugserve import native
+from plugserve.trt import environment, provenance
 
 repository = Path(sys.argv[1])
 repository.mkdir(parents=True, exist_ok=True)
-present = tensorrt.detect_environment(plugins.library_path())
-print(" ".join(tensorrt.models_to_build(repository, sys.argv[2:], present)))
+present = environment.detect_environment(native.library_path())
+print(" ".join(provenance.models_to_build(repository, sys.argv[2:], present)))
 PY
 )"
 

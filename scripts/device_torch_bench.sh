@@ -36,8 +36,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # What the python backend stub needs from the host: libpython of this version, and room in /dev/shm.
 ls "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("LIBDIR"))')"/libpython3*.so* 2>&1 | head -3
 df -h /dev/shm | tail -1
-"$PYTHON" -c "import sys, torch, numpy; from plugserve import plugins; print('python', sys.version.split()[0], \
-'torch', torch.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name()); print(plugins.build_info())" || exit 1
+"$PYTHON" -c "import sys, torch, numpy; from plugserve import native; print('python', sys.version.split()[0], \
+'torch', torch.__version__, 'numpy', numpy.__version__, torch.cuda.get_device_name()); print(native.build_info())" || exit 1
 
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 if has tests; then

@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("plugserve.server", "run tritonserver on a model repository"),
     "infer": ("plugserve.client", "send a request to a served model and optionally check it"),
     "demo": ("plugserve.demo", "export, build, serve and verify both headline models"),
-    "bench": ("plugserve.perf", "perf sweeps over concurrency or request rate"),
+    "bench": ("plugserve.perf.cli", "perf sweeps over concurrency or request rate"),
     "report": ("plugserve.report", "write a Markdown report with plots from bench/results/"),
 }
 

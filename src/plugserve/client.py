@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plugserve import config, models
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -162,7 +164,6 @@ def save_image(array: np.ndarray, path: Path) -> Path:
 
 @functools.lru_cache(maxsize=4)
 def _local_model(name: str, checkpoint: Path | None):
-    from plugserve import models
 
     return models.load(name, checkpoint=checkpoint)
 
@@ -274,7 +275,6 @@ def run_infer(args: argparse.Namespace) -> int:
             np.savez(args.output, **outputs)
         print(f"infer: wrote {args.output}")
     if args.check:
-        from plugserve import config
 
         spec = config.load(args.config)[args.model]
         errors = compare(outputs, reference_outputs(spec, inputs))

@@ -7,22 +7,15 @@ broken file fails the build before any export starts.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugserve.tensorrt import TensorRTSettings
-
-# Triton data type names (config.pbtxt `TYPE_<name>`) -> numpy dtype names.
-DTYPES: dict[str, str] = {
-    "FP32": "float32",
-    "FP16": "float16",
-    "INT64": "int64",
-    "INT32": "int32",
-    "UINT8": "uint8",
-    "BOOL": "bool",
-}
-PRECISIONS = ("fp32", "fp16", "bf16")
+# The Triton data types a models.yaml tensor may declare (contract.DTYPES maps them to numpy's names).
+TENSOR_DTYPES = ("FP32", "FP16", "INT64", "INT32", "UINT8", "BOOL")
+# Precisions a model may be built in -> the dtype name its floats compute in.
+PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
 DEFAULT_RUNTIME = "onnxruntime"
 # `runtime: torch` options: which implementation the plugserve ops run ("plugserve" = the
@@ -75,6 +68,21 @@ class TorchOptions:
     acceleration: str = "auto"
 
 
+DEFAULT_CACHE_DIR = (
+    Path(os.environ.get("PLUGSERVE_CACHE_DIR", Path.home() / ".cache" / "plugserve")) / "tensorrt"
+)
+
+
+@dataclass(frozen=True)
+class TensorRTSettings:
+    """models.yaml `tensorrt:`, the "tensorrt" runtime's build and serving options."""
+
+    workspace_mib: int | None = None  # builder workspace limit; None: TensorRT's default
+    optimization_level: int | None = None  # builder optimization level 0..5; None: TensorRT's default 3
+    cuda_graphs: bool = False  # config.pbtxt optimization.cuda.graphs, one graph per profile's opt shapes
+    timing_cache_dir: Path = DEFAULT_CACHE_DIR  # one file per TensorRT version and GPU, kept between builds
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -91,7 +99,7 @@ class ModelSpec:
     dynamic_batching: DynamicBatching | None
     instance_groups: tuple[InstanceGroup, ...]
     torch: TorchOptions = TorchOptions()
-    tensorrt: TensorRTSettings = TensorRTSettings()  # the "tensorrt" runtime's build and serving options
+    tensorrt: TensorRTSettings = TensorRTSettings()
 
     def model_name(self) -> str:
         """The plugserve model the entry is built from; an entry with a ready ONNX file has none."""
@@ -129,11 +137,17 @@ class _Reader:
             if key not in known:
                 raise self.fail(f"{path}.{key}", f"unknown field (known: {', '.join(known)})")
 
-    def integer(self, value: Any, path: str, minimum: int | None = None) -> int:
+    def integer(self, value: Any, path: str, minimum: int | None = None, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.fail(path, f"expected an integer, got {_describe(value)}")
-        if minimum is not None and value < minimum:
-            raise self.fail(path, f"expected an integer >= {minimum}, got {value}")
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = f"{minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+            raise self.fail(path, f"expected an integer {bounds}, got {value}")
+        return value
+
+    def boolean(self, value: Any, path: str) -> bool:
+        if not isinstance(value, bool):
+            raise self.fail(path, f"expected true or false, got {_describe(value)}")
         return value
 
     def integers(self, value: Any, path: str, count: int | None = None, minimum: int | None = None) -> tuple[int, ...]:
@@ -211,7 +225,7 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
         for i, profile in enumerate(reader.items(reader.field(entry, "profiles", path), f"{path}.profiles"))
     )
     precisions = tuple(
-        reader.string(p, f"{path}.precisions[{i}]", PRECISIONS)
+        reader.string(p, f"{path}.precisions[{i}]", tuple(PRECISIONS))
         for i, p in enumerate(reader.items(reader.field(entry, "precisions", path, ["fp32"]), f"{path}.precisions"))
     )
     runtime = reader.string(reader.field(entry, "runtime", path, DEFAULT_RUNTIME), f"{path}.runtime")
@@ -224,10 +238,7 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
         )
     )
     torch_options = _parse_torch_options(reader, entry.get("torch"), f"{path}.torch", runtime, groups)
-    try:
-        tensorrt_settings = TensorRTSettings.parse(f"{path}.tensorrt", entry.get("tensorrt"), base_dir)
-    except ValueError as error:
-        raise ConfigError(f"{reader.label}: {error}") from error
+    tensorrt_settings = _parse_tensorrt_settings(reader, entry.get("tensorrt"), f"{path}.tensorrt", base_dir)
     return ModelSpec(name, source_model, checkpoint, onnx_path, inputs, outputs, profiles, precisions, runtime,
                      max_batch_size, batching, groups, torch_options, tensorrt_settings)
 
@@ -246,6 +257,26 @@ def _parse_torch_options(
     if acceleration == "cuda_graphs" and any(g.kind != "KIND_GPU" for g in groups):
         raise reader.fail(f"{path}.acceleration", "cuda_graphs needs every instance group to be KIND_GPU")
     return TorchOptions(ops, acceleration)
+
+
+def _parse_tensorrt_settings(reader: _Reader, value: Any, path: str, base_dir: Path) -> TensorRTSettings:
+    if value is None:
+        return TensorRTSettings()
+    settings = reader.mapping(value, path)
+    reader.no_unknown(settings, ("workspace_mib", "optimization_level", "cuda_graphs", "timing_cache_dir"), path)
+
+    def optional_integer(key: str, minimum: int, maximum: int | None = None) -> int | None:
+        item = settings.get(key)
+        return None if item is None else reader.integer(item, f"{path}.{key}", minimum, maximum)
+
+    cache = settings.get("timing_cache_dir")
+    return TensorRTSettings(
+        workspace_mib=optional_integer("workspace_mib", 1),
+        optimization_level=optional_integer("optimization_level", 0, 5),
+        cuda_graphs=reader.boolean(settings.get("cuda_graphs", False), f"{path}.cuda_graphs"),
+        timing_cache_dir=base_dir / reader.string(cache, f"{path}.timing_cache_dir") if cache is not None
+        else DEFAULT_CACHE_DIR,
+    )
 
 
 def _parse_source(reader: _Reader, value: Any, path: str, base_dir: Path) -> tuple[str | None, Path | None, Path | None]:
@@ -270,13 +301,11 @@ def _parse_tensors(reader: _Reader, value: Any, path: str) -> tuple[TensorSpec, 
         item = reader.mapping(item, item_path)
         reader.no_unknown(item, ("name", "dtype", "dims", "shape_tensor"), item_path)
         name = reader.string(reader.field(item, "name", item_path), f"{item_path}.name")
-        dtype = reader.string(reader.field(item, "dtype", item_path), f"{item_path}.dtype", tuple(DTYPES))
+        dtype = reader.string(reader.field(item, "dtype", item_path), f"{item_path}.dtype", TENSOR_DTYPES)
         dims = reader.integers(reader.field(item, "dims", item_path), f"{item_path}.dims", minimum=-1)
         if 0 in dims:
             raise reader.fail(f"{item_path}.dims", f"a dimension is 0 in {list(dims)}; use -1 for 'any size'")
-        shape_tensor = item.get("shape_tensor", False)
-        if not isinstance(shape_tensor, bool):
-            raise reader.fail(f"{item_path}.shape_tensor", f"expected true or false, got {_describe(shape_tensor)}")
+        shape_tensor = reader.boolean(item.get("shape_tensor", False), f"{item_path}.shape_tensor")
         if shape_tensor and (len(dims) != 1 or dims[0] < 1 or dtype not in ("INT32", "INT64")):
             raise reader.fail(item_path, "a shape tensor needs dtype INT32 or INT64 and dims [n] with n >= 1")
         if any(t.name == name for t in tensors):

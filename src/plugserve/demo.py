@@ -18,6 +18,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from plugserve import build, config
+from plugserve.client import TOLERANCES, Client, compare, reference_outputs, save_image
+from plugserve.server import ServerError, TritonServer
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -53,7 +57,6 @@ def bicubic(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 def check_models(clients, specs) -> list[str]:
     """Served outputs against PyTorch, both protocols; returns the lines to report."""
-    from plugserve.client import TOLERANCES, compare, reference_outputs
 
     lines = []
     for model, (height, width) in (("super_resolution", (48, 64)), ("deformable_encoder", (96, 128))):
@@ -104,7 +107,6 @@ def check_batching(client, specs) -> str:
     """Concurrent same-shape requests are batched by Triton and answered correctly one by one."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from plugserve.client import TOLERANCES, Client, compare, reference_outputs
 
     model, count = "super_resolution", 8
     requests = [_inputs(model, 32, 32, seed=seed) for seed in range(count)]
@@ -134,7 +136,6 @@ def upscale_photos(client, artifacts: Path) -> list[str]:
     import numpy as np
     import torch
 
-    from plugserve.client import save_image
     from plugserve.models import srcnn
 
     lines, out = [], artifacts / "demo"
@@ -196,9 +197,6 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 def run_demo(args: argparse.Namespace) -> int:
     import torch
 
-    from plugserve import build, config
-    from plugserve.client import Client
-    from plugserve.server import ServerError, TritonServer
 
     torch.set_num_threads(2)
     # torch.export's own deprecation notice, printed once per export; nothing the user can act on.

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import os
 from pathlib import Path
+
+from plugserve import models, ops, surgery
+from plugserve.repository import sha256_file
 
 TARGETS = ("tensorrt", "onnxruntime")
 MSDA_PLUGINS = ("plugserve", "nvidia")
@@ -29,8 +31,6 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
 
     import onnx
     import torch
-
-    from plugserve import models, ops, surgery
 
     for name, value, allowed in (("target", target, TARGETS), ("msda", msda, MSDA_PLUGINS), ("dtype", dtype, DTYPES)):
         if value not in allowed:
@@ -63,7 +63,7 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
     onnx.checker.check_model(graph, full_check=True)
     if target == "onnxruntime":
         graph = surgery.decompose(graph)
-    _describe(graph, model=model_name, checkpoint_sha256=_sha256(ckpt), target=target, msda=msda, dtype=dtype)
+    _describe(graph, model=model_name, checkpoint_sha256=sha256_file(ckpt), target=target, msda=msda, dtype=dtype)
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -91,10 +91,6 @@ def _structured_trace_off():
         trace.handlers[:] = saved
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _describe(graph, **fields: str) -> None:
     """Record where the graph came from in its metadata (read by the repository builder's manifest)."""
     del graph.metadata_props[:]
@@ -103,9 +99,7 @@ def _describe(graph, **fields: str) -> None:
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    from plugserve.models import NAMES
-
-    parser.add_argument("model", choices=NAMES, help="model name")
+    parser.add_argument("model", choices=models.NAMES, help="model name")
     parser.add_argument("output", type=Path, help="ONNX file to write")
     parser.add_argument("--target", choices=TARGETS, default="tensorrt",
                         help="tensorrt: plugin nodes (default); onnxruntime: plugin nodes decomposed to standard ops")

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugserve.perf import HARNESS_BOUND_SHARE, RESULTS_DIR, round_ratios
+from plugserve.perf.results import HARNESS_BOUND_SHARE, RESULTS_DIR, round_ratios
 
 # The fields that make two runs the same configuration (the newest of them is reported).
 CONFIG_FIELDS = ("model", "runtime", "protocol", "shared_memory", "dynamic_batching", "instance_count",

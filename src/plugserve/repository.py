@@ -1,13 +1,21 @@
-"""The Triton model repository on disk: config.pbtxt, version directories, manifest.json.
+"""The Triton model repository on disk: file names, versions, config.pbtxt, manifest.json, staged commits.
 
 config.pbtxt is built as a dict and parsed through Triton's own `model_config_pb2` schema, so a
 misspelt field or a wrong enum fails here, at build time, rather than when tritonserver loads it.
+
+Every build makes a new version. It is written into a staging directory beside the repository
+(same filesystem, outside the tree tritonserver scans) and moved in with `rename`, so a failed or
+killed build leaves the repository exactly as it was; the next build removes stale staging
+directories of processes that no longer run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +23,10 @@ from plugserve.config import ModelSpec
 
 CONFIG_NAME = "config.pbtxt"
 MANIFEST_NAME = "manifest.json"
-# Key of the config parameter that carries the model's tensors and shape profiles to a runner.
-SPEC_PARAMETER = "plugserve_spec"
+ONNX_FILE = "model.onnx"  # the name the onnxruntime runner loads
+PLAN_FILE = "model.plan"  # tritonserver's default file name for platform tensorrt_plan
+PROGRAM_FILE = "model.pt2"  # the torch.export program the torch runner loads
+WARMUP_DIR = "warmup"  # tritonserver reads model_warmup input_data_file from <model>/warmup/
 
 
 def runner_spec(spec: ModelSpec) -> dict[str, Any]:
@@ -145,3 +155,82 @@ def versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def served_version_dir(model_dir: Path) -> Path | None:
+    """The version tritonserver serves under its default policy (the highest number), or None."""
+    found = versions(model_dir)
+    return model_dir / str(found[-1]) if found else None
+
+
+def served_version_dirs(repository: Path) -> list[Path]:
+    """Per model of the repository, its served version directory."""
+    model_dirs = sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return [d for d in map(served_version_dir, model_dirs) if d is not None]
+
+
+# Staging: a build is assembled beside the repository and committed by renames.
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def staging_root(repository_dir: Path) -> Path:
+    """Beside the repository: same filesystem (rename is atomic), not scanned by tritonserver."""
+    return repository_dir.parent / f".{repository_dir.name}.staging"
+
+
+def clean_stale_staging(root: Path) -> None:
+    """Remove what builds of processes that no longer run left in the staging root."""
+    if not root.is_dir():
+        return
+    for entry in root.iterdir():
+        pid = entry.name.split("-")[1] if entry.name.startswith("build-") else ""
+        if not pid.isdigit() or not _pid_alive(int(pid)):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def remove_if_empty(root: Path) -> None:
+    with contextlib.suppress(OSError):
+        root.rmdir()  # fails unless empty: another build may be staging there
+
+
+def commit(staged_model: Path, model_dir: Path, version: int) -> None:
+    """Move a staged build into the repository with renames only.
+
+    A new model moves in as one directory. An existing one takes the version directory first,
+    then config.pbtxt (`os.replace`); each step is atomic, and between them the repository holds
+    the new version beside the previous, still valid, config.
+    """
+    if not model_dir.exists():
+        model_dir.parent.mkdir(parents=True, exist_ok=True)
+        staged_model.rename(model_dir)
+        return
+    # model_warmup input files live in <model>/warmup/, shared by versions (named per version).
+    warmup = staged_model / WARMUP_DIR
+    if warmup.is_dir():
+        (model_dir / WARMUP_DIR).mkdir(exist_ok=True)
+        for item in warmup.iterdir():
+            os.replace(item, model_dir / WARMUP_DIR / item.name)
+    (staged_model / str(version)).rename(model_dir / str(version))
+    os.replace(staged_model / CONFIG_NAME, model_dir / CONFIG_NAME)
+
+
+def prune(model_dir: Path, keep: int, trash_root: Path) -> list[int]:
+    """Remove all but the newest `keep` versions; each leaves the tree with one rename, then is deleted."""
+    if keep < 1:
+        raise ValueError(f"--keep must be >= 1, got {keep}")
+    removed = versions(model_dir)[:-keep]
+    for version in removed:
+        trash = trash_root / f"build-{os.getpid()}-prune-{model_dir.name}-{version}"
+        trash_root.mkdir(parents=True, exist_ok=True)
+        (model_dir / str(version)).rename(trash)
+        shutil.rmtree(trash)
+    return removed

@@ -27,6 +27,9 @@ import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
+from plugserve import native
+from plugserve.trt.provenance import check_repository
+
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Seconds tritonserver waits for in-flight requests at shutdown: tests and demos stop often.
 EXIT_TIMEOUT_S = 3
@@ -100,13 +103,9 @@ def _port_busy(port: int) -> bool:
 
 
 def _plugin_library() -> Path | None:
-    """libplugserve.so when the plugins package and a built library exist (TensorRT plans need it)."""
-    try:
-        from plugserve import plugins
-    except ImportError:
-        return None
-    path = plugins.library_path()
-    return Path(path) if path is not None and Path(path).is_file() else None
+    """libplugserve.so when it is built (TensorRT plans need it)."""
+    path = native.library_path()
+    return path if path is not None and path.is_file() else None
 
 
 class TritonServer:
@@ -282,8 +281,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from plugserve.tensorrt import check_repository
-
     try:
         check_repository(args.repository, _plugin_library(), force=args.force)
     except RuntimeError as error:

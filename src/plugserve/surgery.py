@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from plugserve.ops import DOMAIN, plugin_attributes
+
 if TYPE_CHECKING:
     import onnx
 
@@ -171,7 +173,6 @@ def _output_hw(emit, node, x) -> tuple[object, str]:
 
 
 def _dynamic_resize_node(emit, x, hw, output, mode: str, align_corners: int) -> None:
-    from plugserve.ops import DOMAIN, plugin_attributes
 
     emit.graph.nodes.append(_plugin_node(emit, "DynamicResize", [x, hw], [output],
                                          {"mode": mode, "align_corners": align_corners, **plugin_attributes(),
@@ -206,7 +207,6 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
     import onnx
     import onnx_graphsurgeon as gs
 
-    from plugserve.ops import DOMAIN
     from plugserve.ops.graph import Emitter, detach
 
     graph = gs.import_onnx(model)
@@ -243,7 +243,6 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
         raise PluginizeError("pluginize: cannot map these nodes faithfully, nothing was rewritten:\n  "
                              + "\n  ".join(refused))
 
-    from plugserve.ops import plugin_attributes
 
     for kind, node, plan, label in rewrites:
         emit = Emitter(graph, node)

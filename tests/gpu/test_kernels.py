@@ -9,13 +9,13 @@ import pytest
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
-from plugserve import plugins  # noqa: E402
+from plugserve import native  # noqa: E402
 from plugserve.ops.ms_deform_attn import reference as msda_reference  # noqa: E402
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(not plugins.available(), reason="libplugserve.so not built (make plugins)"),
+    pytest.mark.skipif(not native.available(), reason="libplugserve.so not built (make plugins)"),
 ]
 
 RESIZE_SHAPES = [
@@ -40,7 +40,7 @@ def interpolate(x, size, mode, align_corners):
 @pytest.mark.parametrize("shape,size", RESIZE_SHAPES)
 def test_resize_matches_interpolate_in_fp32_within_1e_5(shape, size, mode, align_corners):
     x = torch.rand(shape, device="cuda")
-    out = plugins.dynamic_resize(x, *size, mode, align_corners)
+    out = native.dynamic_resize(x, *size, mode, align_corners)
     torch.testing.assert_close(out, interpolate(x, size, mode, align_corners), atol=1e-5, rtol=0)
 
 
@@ -48,7 +48,7 @@ def test_resize_matches_interpolate_in_fp32_within_1e_5(shape, size, mode, align
 @pytest.mark.parametrize("mode,align_corners", MODES)
 def test_resize_in_half_precision_is_the_fp32_result_rounded_once(dtype, mode, align_corners):
     x = torch.rand(2, 3, 37, 53, device="cuda").to(dtype)
-    out = plugins.dynamic_resize(x, 101, 70, mode, align_corners)
+    out = native.dynamic_resize(x, 101, 70, mode, align_corners)
     exact = interpolate(x.float(), (101, 70), mode, align_corners)
     ulp = torch.finfo(dtype).eps * exact.abs().clamp(min=1)
     assert out.dtype == dtype
@@ -57,7 +57,7 @@ def test_resize_in_half_precision_is_the_fp32_result_rounded_once(dtype, mode, a
 
 def test_resize_of_a_large_tensor_matches_interpolate():
     x = torch.rand(4, 64, 270, 480, device="cuda")
-    out = plugins.dynamic_resize(x, 1080, 1920, "bicubic", False)
+    out = native.dynamic_resize(x, 1080, 1920, "bicubic", False)
     torch.testing.assert_close(out, interpolate(x, (1080, 1920), "bicubic", False), atol=1e-5, rtol=0)
 
 
@@ -65,7 +65,7 @@ def test_resize_runs_on_the_current_stream():
     x = torch.rand(8, 3, 256, 256, device="cuda")
     stream = torch.cuda.Stream()
     with torch.cuda.stream(stream):
-        out = plugins.dynamic_resize(x, 1024, 1024, "bicubic", False)
+        out = native.dynamic_resize(x, 1024, 1024, "bicubic", False)
     stream.synchronize()
     torch.testing.assert_close(out, interpolate(x, (1024, 1024), "bicubic", False), atol=1e-5, rtol=0)
 
@@ -98,7 +98,7 @@ MSDA_CASES = [
 @pytest.mark.parametrize("case", MSDA_CASES)
 def test_msda_matches_the_grid_sample_reference_in_fp32_within_1e_5(case, index_dtype):
     inputs = msda_inputs(*case, index_dtype=index_dtype)
-    out = plugins.ms_deform_attn(*inputs)
+    out = native.ms_deform_attn(*inputs)
     torch.testing.assert_close(out, msda_reference(*inputs), atol=1e-5, rtol=0)
 
 
@@ -106,7 +106,7 @@ def test_msda_matches_the_grid_sample_reference_in_fp32_within_1e_5(case, index_
 @pytest.mark.parametrize("case", MSDA_CASES[:3])
 def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_one_rounding(case, dtype):
     inputs = msda_inputs(*case, dtype=dtype)
-    out = plugins.ms_deform_attn(*inputs)
+    out = native.ms_deform_attn(*inputs)
     exact = msda_reference(*[t.double() if t.is_floating_point() else t for t in inputs])
     ref_err = (msda_reference(*inputs).double() - exact).abs().max().item()
     ulp = torch.finfo(dtype).eps * exact.abs().max().item()
@@ -115,13 +115,13 @@ def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_
 
 def test_msda_of_a_large_batch_matches_the_reference():
     inputs = msda_inputs(8, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 900, 4)
-    torch.testing.assert_close(plugins.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
 
 
 def test_msda_with_no_batch_or_no_queries_returns_an_empty_output():
     for n, lq in ((0, 5), (2, 0)):
         inputs = msda_inputs(n, [(4, 4)], 2, 4, lq, 2)
-        assert plugins.ms_deform_attn(*inputs).shape == (n, lq, 2, 4)
+        assert native.ms_deform_attn(*inputs).shape == (n, lq, 2, 4)
 
 
 def test_msda_levels_that_do_not_fit_value_contribute_zero_instead_of_reading_out_of_bounds():
@@ -130,16 +130,16 @@ def test_msda_levels_that_do_not_fit_value_contribute_zero_instead_of_reading_ou
     bad_shapes[1] = torch.tensor([1000, 1000])  # level 1 would run far past value's 45 rows
     bad_starts = starts.clone()
     bad_starts[0] = -5
-    out = plugins.ms_deform_attn(value, bad_shapes, starts, loc, weights)
+    out = native.ms_deform_attn(value, bad_shapes, starts, loc, weights)
     only_level0 = weights.clone()
     only_level0[:, :, :, 1] = 0
     torch.testing.assert_close(out, msda_reference(value, shapes, starts, loc, only_level0), atol=1e-5, rtol=0)
-    assert plugins.ms_deform_attn(value, shapes, bad_starts, loc, weights).isfinite().all()
+    assert native.ms_deform_attn(value, shapes, bad_starts, loc, weights).isfinite().all()
     torch.cuda.synchronize()
 
 
 def test_bad_input_through_the_c_abi_on_the_gpu_is_an_error_status_with_a_message():
-    lib = plugins.load()
+    lib = native.load()
     x = torch.rand(1, 1, 4, 4, device="cuda")
     y = torch.empty(1, 1, 8, 8, device="cuda")
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugserve import config, models, ops, plugins  # noqa: E402
+from plugserve import config, models, native, ops  # noqa: E402
 from plugserve.build import build_model  # noqa: E402
 from plugserve.client import Client  # noqa: E402
 from plugserve.server import TritonServer  # noqa: E402
@@ -20,7 +20,7 @@ pytestmark = [
     pytest.mark.gpu,
     pytest.mark.triton,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-    pytest.mark.skipif(not plugins.available(), reason="libplugserve.so not built (make plugins)"),
+    pytest.mark.skipif(not native.available(), reason="libplugserve.so not built (make plugins)"),
 ]
 
 SR = {

@@ -8,22 +8,22 @@ import re
 import numpy as np
 import pytest
 
-from plugserve import plugins
+from plugserve import native
 
-pytestmark = pytest.mark.skipif(not plugins.available(), reason="libplugserve.so not built (make plugins)")
+pytestmark = pytest.mark.skipif(not native.available(), reason="libplugserve.so not built (make plugins)")
 
-INVALID_ARGUMENT = plugins.INVALID_ARGUMENT
+INVALID_ARGUMENT = native.INVALID_ARGUMENT
 
 
 @pytest.fixture(scope="module")
 def lib():
-    return plugins.load()
+    return native.load()
 
 
 def test_version_and_build_info_describe_the_library(lib):
-    assert re.fullmatch(r"\d+\.\d+\.\d+", plugins.version())
-    info = plugins.build_info()
-    assert info.startswith(f"plugserve {plugins.version()}; CUDA runtime ")
+    assert re.fullmatch(r"\d+\.\d+\.\d+", native.version())
+    info = native.build_info()
+    assert info.startswith(f"plugserve {native.version()}; CUDA runtime ")
     assert "sm_90" in info and "TensorRT glue: " in info
 
 
@@ -103,39 +103,39 @@ def test_a_consistent_msda_call_succeeds(lib):
 
 
 def test_the_python_wrapper_raises_plugin_error_with_the_library_message():
-    with pytest.raises(plugins.PluginError, match="sizes must be >= 1") as err:
-        plugins.dynamic_resize_numpy(np.zeros((1, 1, 4, 4), np.float32), 0, 4)
+    with pytest.raises(native.PluginError, match="sizes must be >= 1") as err:
+        native.dynamic_resize_numpy(np.zeros((1, 1, 4, 4), np.float32), 0, 4)
     assert err.value.code == INVALID_ARGUMENT
 
 
 def test_an_unsupported_numpy_dtype_is_named_before_reaching_the_library():
     with pytest.raises(ValueError, match="float64"):
-        plugins.dynamic_resize_numpy(np.zeros((1, 1, 4, 4)), 8, 8)
+        native.dynamic_resize_numpy(np.zeros((1, 1, 4, 4)), 8, 8)
 
 
 def test_the_library_path_can_be_overridden_by_the_environment(monkeypatch, tmp_path):
     missing = tmp_path / "libplugserve.so"
-    monkeypatch.setenv(plugins.ENV_VAR, str(missing))
-    assert plugins.library_path() == missing
+    monkeypatch.setenv(native.ENV_VAR, str(missing))
+    assert native.library_path() == missing
 
 
 def test_a_missing_library_is_reported_as_unavailable(monkeypatch, tmp_path):
-    monkeypatch.setenv(plugins.ENV_VAR, str(tmp_path / "nowhere.so"))
-    plugins.load.cache_clear()
+    monkeypatch.setenv(native.ENV_VAR, str(tmp_path / "nowhere.so"))
+    native.load.cache_clear()
     try:
-        assert not plugins.available()
+        assert not native.available()
         with pytest.raises(FileNotFoundError, match="nowhere.so"):
-            plugins.load()
+            native.load()
     finally:
-        monkeypatch.delenv(plugins.ENV_VAR)
-        plugins.load.cache_clear()
+        monkeypatch.delenv(native.ENV_VAR)
+        native.load.cache_clear()
 
 
 def test_importing_the_loader_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, plugserve.plugins; print('torch' in sys.modules)"
+    code = "import sys, plugserve.native; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == \
         "False"
 

@@ -9,11 +9,11 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from plugserve import plugins  # noqa: E402
+from plugserve import native  # noqa: E402
 from plugserve.ops.dynamic_resize import reference as resize_reference  # noqa: E402
 from plugserve.ops.ms_deform_attn import reference as msda_reference  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not plugins.available(), reason="libplugserve.so not built (make plugins)")
+pytestmark = pytest.mark.skipif(not native.available(), reason="libplugserve.so not built (make plugins)")
 
 MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True)]
 
@@ -37,7 +37,7 @@ def test_resize_matches_interpolate_within_1e_5_over_random_shapes(mode, align_c
     torch.manual_seed(0)
     for shape, (out_h, out_w) in random_resize_shapes(seed=MODES.index((mode, align_corners))):
         x = torch.rand(shape)
-        out = plugins.dynamic_resize(x, out_h, out_w, mode, align_corners)
+        out = native.dynamic_resize(x, out_h, out_w, mode, align_corners)
         expected = resize_reference(x, size_tensor(out_h, out_w), mode, align_corners)
         torch.testing.assert_close(out, expected, atol=1e-5, rtol=0, msg=f"{shape} -> {out_h}x{out_w}")
 
@@ -46,25 +46,25 @@ def test_resize_matches_interpolate_within_1e_5_over_random_shapes(mode, align_c
 @pytest.mark.parametrize("mode,align_corners", MODES)
 def test_resize_in_half_precision_is_the_fp32_result_rounded_once(dtype, mode, align_corners):
     x = torch.rand(2, 3, 17, 23).to(dtype)
-    out = plugins.dynamic_resize(x, 40, 11, mode, align_corners)
+    out = native.dynamic_resize(x, 40, 11, mode, align_corners)
     exact = resize_reference(x.float(), size_tensor(40, 11), mode, align_corners)
     assert out.dtype == dtype
     assert ((out.float() - exact).abs() <= torch.finfo(dtype).eps * exact.abs().clamp(min=1)).all()
 
 
 def test_resize_of_an_empty_batch_returns_an_empty_tensor():
-    assert plugins.dynamic_resize(torch.rand(0, 3, 8, 8), 16, 16).shape == (0, 3, 16, 16)
+    assert native.dynamic_resize(torch.rand(0, 3, 8, 8), 16, 16).shape == (0, 3, 16, 16)
 
 
 def test_resize_numpy_entry_point_matches_the_torch_one():
     x = np.random.default_rng(0).random((1, 2, 9, 13), dtype=np.float32)
-    expected = plugins.dynamic_resize(torch.from_numpy(x), 20, 7, "bilinear", True).numpy()
-    np.testing.assert_array_equal(plugins.dynamic_resize_numpy(x, 20, 7, "bilinear", True), expected)
+    expected = native.dynamic_resize(torch.from_numpy(x), 20, 7, "bilinear", True).numpy()
+    np.testing.assert_array_equal(native.dynamic_resize_numpy(x, 20, 7, "bilinear", True), expected)
 
 
 def test_resize_with_align_corners_in_nearest_mode_is_rejected_with_a_message():
-    with pytest.raises(plugins.PluginError, match="align_corners"):
-        plugins.dynamic_resize(torch.rand(1, 1, 4, 4), 8, 8, "nearest", True)
+    with pytest.raises(native.PluginError, match="align_corners"):
+        native.dynamic_resize(torch.rand(1, 1, 4, 4), 8, 8, "nearest", True)
 
 
 def msda_inputs(n, shapes, m, d, lq, p, dtype=torch.float32, index_dtype=torch.int64, spread=1.4, seed=0):
@@ -97,20 +97,20 @@ def random_msda_cases(seed: int, count: int = 10):
 def test_msda_matches_the_grid_sample_reference_within_1e_5_over_random_shapes(index_dtype):
     for case in random_msda_cases(seed=1):
         inputs = msda_inputs(*case, index_dtype=index_dtype)
-        torch.testing.assert_close(plugins.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0,
+        torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0,
                                    msg=str(case))
 
 
 def test_msda_on_deformable_detr_level_sizes_matches_the_reference():
     inputs = msda_inputs(1, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 40, 4)
-    torch.testing.assert_close(plugins.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
+    torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_one_rounding(dtype):
     for case in random_msda_cases(seed=2, count=4):
         inputs = msda_inputs(*case, dtype=dtype)
-        out = plugins.ms_deform_attn(*inputs)
+        out = native.ms_deform_attn(*inputs)
         exact = msda_reference(*[t.double() if t.is_floating_point() else t for t in inputs])
         # grid_sample has no CPU kernel for 16-bit types: the reference from the same 16-bit inputs,
         # computed in fp32 and rounded, is what a half-precision grid_sample could at best return.
@@ -122,7 +122,7 @@ def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_
 
 def test_msda_with_no_batch_or_no_queries_returns_an_empty_output():
     for n, lq in ((0, 5), (2, 0)):
-        assert plugins.ms_deform_attn(*msda_inputs(n, [(4, 4)], 2, 4, lq, 2)).shape == (n, lq, 2, 4)
+        assert native.ms_deform_attn(*msda_inputs(n, [(4, 4)], 2, 4, lq, 2)).shape == (n, lq, 2, 4)
 
 
 @pytest.mark.parametrize("bad_shapes,bad_starts,problem", [
@@ -133,11 +133,11 @@ def test_msda_with_no_batch_or_no_queries_returns_an_empty_output():
 ])
 def test_msda_index_tensors_inconsistent_with_value_raise_an_error_naming_the_level(bad_shapes, bad_starts, problem):
     value, _, _, loc, weights = msda_inputs(1, [(4, 4), (3, 3)], 2, 4, 3, 2)
-    with pytest.raises(plugins.PluginError, match=problem):
-        plugins.ms_deform_attn(value, torch.tensor(bad_shapes), torch.tensor(bad_starts), loc, weights)
+    with pytest.raises(native.PluginError, match=problem):
+        native.ms_deform_attn(value, torch.tensor(bad_shapes), torch.tensor(bad_starts), loc, weights)
 
 
 def test_msda_numpy_entry_point_matches_the_torch_one():
     inputs = msda_inputs(1, [(5, 6), (2, 3)], 2, 4, 7, 3, index_dtype=torch.int32)
-    expected = plugins.ms_deform_attn(*inputs).numpy()
-    np.testing.assert_array_equal(plugins.ms_deform_attn_numpy(*(t.numpy() for t in inputs)), expected)
+    expected = native.ms_deform_attn(*inputs).numpy()
+    np.testing.assert_array_equal(native.ms_deform_attn_numpy(*(t.numpy() for t in inputs)), expected)

@@ -16,14 +16,11 @@ import numpy as np
 import pytest
 
 from plugserve.cli import main
-from plugserve.perf import (
-    CALIBRATION_MODEL,
-    StepSettings,
-    TritonTarget,
-    build_calibration_repository,
-    generate_inputs,
-    sweep,
-)
+from plugserve.perf.inputs import generate_inputs
+from plugserve.perf.load import StepSettings, sweep
+from plugserve.perf.results import CALIBRATION_MODEL
+from plugserve.perf.targets import TritonTarget
+from plugserve.perf.variants import build_calibration_repository
 from plugserve.report import build_report
 from plugserve.server import TritonServer
 

@@ -10,21 +10,23 @@ from pathlib import Path
 
 import pytest
 
+from plugserve import native
+from plugserve.trt import environment as trt_environment
+from plugserve.trt import registry as trt_registry
+
 
 def missing_requirement() -> str | None:
-    from plugserve import plugins, tensorrt
-
-    reason = tensorrt.unavailable_reason()
+    reason = trt_environment.unavailable_reason()
     if reason is not None:
         return reason
     import torch
 
     if not torch.cuda.is_available():
         return "no CUDA GPU visible to torch"
-    library = plugins.library_path()
+    library = native.library_path()
     if library is None or not library.is_file():
         return "libplugserve.so is not built (make plugins, against TensorRT headers)"
-    ours = [c for c in tensorrt.load_plugins(library) if c.namespace == tensorrt.PLUGIN_NAMESPACE]
+    ours = [c for c in trt_registry.load_plugins(library) if c.namespace == trt_registry.PLUGIN_NAMESPACE]
     if not ours:
         return f"{library} registers no plugserve creators: it was built without TensorRT headers"
     return None
@@ -39,9 +41,9 @@ def _tensorrt_ready() -> None:
 
 @pytest.fixture(scope="session")
 def plugin_library() -> Path:
-    from plugserve import plugins
+    from plugserve import native
 
-    library = plugins.library_path()
+    library = native.library_path()
     assert library is not None
     return library
 

@@ -12,9 +12,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from plugserve import tensorrt
 from plugserve.config import Range
 from plugserve.ops import dynamic_resize, ms_deform_attn, plugin_attributes
+from plugserve.trt import engine as trt_engine
+from plugserve.trt import registry as trt_registry
 
 pytestmark = pytest.mark.tensorrt
 
@@ -37,8 +38,8 @@ def build(graph, path: Path, profile: dict[str, Range], dtype: torch.dtype, libr
     onnx.checker.check_model(model)
     onnx.save(model, str(path.with_suffix(".onnx")))
     # The graph is typed in `dtype`: a strongly typed network on TensorRT 10 and 11 alike.
-    options = tensorrt.BuildOptions(profiles=[profile], precision=PRECISIONS[dtype], show_progress=False)
-    tensorrt.build_engine(path.with_suffix(".onnx"), path, options, library, graph_dtype=PRECISIONS[dtype])
+    options = trt_engine.BuildOptions(profiles=[profile], precision=PRECISIONS[dtype], show_progress=False)
+    trt_engine.build_engine(path.with_suffix(".onnx"), path, options, library, graph_dtype=PRECISIONS[dtype])
     return path
 
 
@@ -192,7 +193,7 @@ def test_engine_build_names_a_plugin_no_library_registered(tmp_path, plugin_libr
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "oh", "ow"])],
     )
     with pytest.raises(
-        tensorrt.PluginNotRegistered,
+        trt_registry.PluginNotRegistered,
         match=r"plugserve::DynamicResize v9.*registered plugserve creators: "
         r".*plugserve::DynamicResize v1",
     ):

@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from plugserve import build, models, repository, tensorrt
+from plugserve import build, models, repository
 from plugserve.client import Client
 from plugserve.server import TritonServer
+from plugserve.trt import environment as trt_environment
+from plugserve.trt import provenance as trt_provenance
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.triton, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,18 +24,18 @@ def served(tmp_path_factory):
     repo = tmp_path_factory.mktemp("tensorrt") / "model_repository"
     results = build.build(ROOT / "models.yaml", repo, runtime="tensorrt")
     for result in results:
-        section = result.manifest[tensorrt.MANIFEST_KEY]
+        section = result.manifest[trt_provenance.MANIFEST_KEY]
         assert section["tensorrt_version"] and section["gpu"]["compute_capability"]
-        assert (result.path / tensorrt.PLAN_FILE).is_file()
-    assert tensorrt.stale_engines(repo, tensorrt.detect_environment(_library())) == []
+        assert (result.path / repository.PLAN_FILE).is_file()
+    assert trt_provenance.stale_engines(repo, trt_environment.detect_environment(_library())) == []
     with TritonServer(repo) as server:
         yield server
 
 
 def _library() -> Path | None:
-    from plugserve import plugins
+    from plugserve import native
 
-    return plugins.library_path()
+    return native.library_path()
 
 
 def request(client: Client, model: str, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugserve import build, repository
+from plugserve import build, repository, runners
 from plugserve.cli import main
 from plugserve.config import ConfigError
-from plugserve.runners import runner_path
+from plugserve.runners import contract, runner_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,11 +39,11 @@ def test_a_build_writes_the_model_the_runner_the_config_and_a_manifest(tiny_mode
 
     version_dir = repo / "tiny" / "1"
     assert result.version == 1 and result.path == version_dir
-    assert sorted(p.name for p in version_dir.iterdir()) == ["manifest.json", "model.onnx", "model.py"]
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted(["manifest.json", "model.onnx", "model.py", *runners.HELPERS])
     assert (version_dir / "model.py").read_bytes() == runner_path("onnxruntime").read_bytes()
     config = repository.read_config(repo / "tiny" / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size == 4
-    assert repository.SPEC_PARAMETER in repository.read_parameters(config)
+    assert contract.SPEC_PARAMETER in repository.read_parameters(config)
 
     manifest = repository.read_manifest(version_dir)
     assert manifest["model"] == "tiny" and manifest["version"] == 1
@@ -65,7 +65,7 @@ def test_every_build_makes_a_new_version_and_keep_prunes_the_oldest(tiny_models_
         build.build(tiny_models_yaml, repo, keep=2, log=quiet)
     assert repository.versions(repo / "tiny") == [2, 3]
     assert [repository.read_manifest(repo / "tiny" / str(v))["version"] for v in (2, 3)] == [2, 3]
-    assert not build.staging_root(repo).exists()
+    assert not repository.staging_root(repo).exists()
 
 
 def test_the_build_command_prints_each_version_it_made(tiny_models_yaml, tmp_path, capsys):
@@ -90,7 +90,7 @@ def test_tensor_names_that_differ_from_the_exported_graph_fail_the_build_and_lea
     with pytest.raises(ConfigError, match=r"models.tiny.outputs: names \['output'\] do not match"):
         build.build(tiny_models_yaml, repo, log=quiet)
     assert not (repo / "tiny").exists()
-    assert not build.staging_root(repo).exists()
+    assert not repository.staging_root(repo).exists()
 
 
 @pytest.mark.parametrize(
@@ -130,7 +130,7 @@ def test_killing_a_build_midway_leaves_the_repository_exactly_as_it_was(tiny_mod
         [sys.executable, str(ROOT / "build_engines.py"), "--config", str(slow), "--repository", str(repo)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
-    staged_version = build.staging_root(repo) / f"build-{process.pid}-tiny-2" / "tiny" / "2"
+    staged_version = repository.staging_root(repo) / f"build-{process.pid}-tiny-2" / "tiny" / "2"
     deadline = time.monotonic() + 120
     while not staged_version.is_dir() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -143,7 +143,7 @@ def test_killing_a_build_midway_leaves_the_repository_exactly_as_it_was(tiny_mod
     assert staged_version.is_dir()  # the half-built version stayed outside the repository
     (result,) = build.build(tiny_models_yaml, repo, log=quiet)  # the next build cleans up after it
     assert result.version == 2
-    assert not build.staging_root(repo).exists()
+    assert not repository.staging_root(repo).exists()
 
 
 def test_build_engines_py_is_the_build_command(tmp_path):

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from plugserve import tensorrt
+from plugserve import repository
 from plugserve.config import Range
-from plugserve.tensorrt import Environment, Gpu
+from plugserve.trt import environment as trt_environment
+from plugserve.trt import provenance as trt_provenance
+from plugserve.trt.environment import Environment, Gpu
 
 H100 = Gpu("NVIDIA H100 80GB HBM3", "9.0")
 PROFILES = [{"image": Range((1, 3, 32, 32), (4, 3, 256, 256), (8, 3, 512, 512))}]
@@ -29,15 +31,15 @@ def write_engine(repository: Path, model: str, version: int, environment: Enviro
     (version_dir / "model.plan").write_bytes(b"serialized engine")
     onnx_path = version_dir / "source.onnx"
     onnx_path.write_bytes(b"onnx bytes")
-    section = tensorrt.manifest_fields(
+    section = trt_provenance.manifest_fields(
         environment, onnx_path=onnx_path, profiles=PROFILES, precision="fp16", plugin_library=library
     )
-    (version_dir / "manifest.json").write_text(json.dumps({"model": model, tensorrt.MANIFEST_KEY: section}))
+    (version_dir / "manifest.json").write_text(json.dumps({"model": model, trt_provenance.MANIFEST_KEY: section}))
     return version_dir
 
 
 def built_here(library: Path) -> Environment:
-    return Environment("10.13.0.35", H100, tensorrt.file_sha256(library))
+    return Environment("10.13.0.35", H100, repository.sha256_file(library))
 
 
 def test_manifest_records_versions_gpu_plugin_hash_onnx_hash_and_profiles(tmp_path, plugin_library):
@@ -47,8 +49,8 @@ def test_manifest_records_versions_gpu_plugin_hash_onnx_hash_and_profiles(tmp_pa
     section = json.loads((version_dir / "manifest.json").read_text())["tensorrt"]
     assert section["tensorrt_version"] == "10.13.0.35"
     assert section["gpu"] == {"name": H100.name, "compute_capability": "9.0"}
-    assert section["plugin_library_sha256"] == tensorrt.file_sha256(plugin_library)
-    assert section["onnx_sha256"] == tensorrt.file_sha256(version_dir / "source.onnx")
+    assert section["plugin_library_sha256"] == repository.sha256_file(plugin_library)
+    assert section["onnx_sha256"] == repository.sha256_file(version_dir / "source.onnx")
     assert section["profiles"] == [
         {"image": {"min": [1, 3, 32, 32], "opt": [4, 3, 256, 256], "max": [8, 3, 512, 512]}}
     ]
@@ -57,14 +59,14 @@ def test_manifest_records_versions_gpu_plugin_hash_onnx_hash_and_profiles(tmp_pa
 
 def test_engine_matching_the_environment_is_not_stale(tmp_path, plugin_library):
     write_engine(tmp_path / "repo", "super_resolution", 1, built_here(plugin_library), plugin_library)
-    assert tensorrt.stale_engines(tmp_path / "repo", built_here(plugin_library)) == []
+    assert trt_provenance.stale_engines(tmp_path / "repo", built_here(plugin_library)) == []
 
 
 def test_a_different_tensorrt_build_number_of_the_same_release_is_not_stale(tmp_path, plugin_library):
     # The Python wheel says 10.13.0.35 where libnvinfer reports 10.13.0: the same release.
     write_engine(tmp_path / "repo", "super_resolution", 1, built_here(plugin_library), plugin_library)
-    present = Environment("10.13.0", H100, tensorrt.file_sha256(plugin_library))
-    assert tensorrt.stale_engines(tmp_path / "repo", present) == []
+    present = Environment("10.13.0", H100, repository.sha256_file(plugin_library))
+    assert trt_provenance.stale_engines(tmp_path / "repo", present) == []
 
 
 @pytest.mark.parametrize(
@@ -77,8 +79,8 @@ def test_a_different_tensorrt_build_number_of_the_same_release_is_not_stale(tmp_
 )
 def test_engine_from_another_tensorrt_version_is_stale(tmp_path, plugin_library, present_version, expected):
     write_engine(tmp_path / "repo", "deformable_encoder", 3, built_here(plugin_library), plugin_library)
-    present = Environment(present_version, H100, tensorrt.file_sha256(plugin_library))
-    [stale] = tensorrt.stale_engines(tmp_path / "repo", present)
+    present = Environment(present_version, H100, repository.sha256_file(plugin_library))
+    [stale] = trt_provenance.stale_engines(tmp_path / "repo", present)
     assert (stale.model, stale.version) == ("deformable_encoder", "3")
     assert expected in str(stale)
 
@@ -93,8 +95,8 @@ def test_engine_from_another_tensorrt_version_is_stale(tmp_path, plugin_library,
 )
 def test_engine_for_another_gpu_is_stale(tmp_path, plugin_library, present_gpu, expected):
     write_engine(tmp_path / "repo", "super_resolution", 2, built_here(plugin_library), plugin_library)
-    present = Environment("10.13.0.35", present_gpu, tensorrt.file_sha256(plugin_library))
-    [stale] = tensorrt.stale_engines(tmp_path / "repo", present)
+    present = Environment("10.13.0.35", present_gpu, repository.sha256_file(plugin_library))
+    [stale] = trt_provenance.stale_engines(tmp_path / "repo", present)
     assert f"built for {H100.name} (compute capability 9.0)" in str(stale)
     assert expected in str(stale)
 
@@ -102,23 +104,23 @@ def test_engine_for_another_gpu_is_stale(tmp_path, plugin_library, present_gpu, 
 def test_engine_built_with_another_plugin_library_is_stale(tmp_path, plugin_library):
     write_engine(tmp_path / "repo", "super_resolution", 1, built_here(plugin_library), plugin_library)
     plugin_library.write_bytes(b"\x7fELF plugin code after a kernel change")
-    present = Environment("10.13.0.35", H100, tensorrt.file_sha256(plugin_library))
-    [stale] = tensorrt.stale_engines(tmp_path / "repo", present)
+    present = Environment("10.13.0.35", H100, repository.sha256_file(plugin_library))
+    [stale] = trt_provenance.stale_engines(tmp_path / "repo", present)
     assert "built with plugin library sha256" in str(stale)
 
 
 def test_engine_whose_plugin_library_is_gone_is_stale(tmp_path, plugin_library):
     write_engine(tmp_path / "repo", "super_resolution", 1, built_here(plugin_library), plugin_library)
     plugin_library.unlink()
-    assert tensorrt.detect_environment(plugin_library).plugin_sha256 is None
+    assert trt_environment.detect_environment(plugin_library).plugin_sha256 is None
     present = Environment("10.13.0.35", H100, None)
-    [stale] = tensorrt.stale_engines(tmp_path / "repo", present)
+    [stale] = trt_provenance.stale_engines(tmp_path / "repo", present)
     assert "no plugin library is present" in str(stale)
 
 
 def test_every_mismatch_is_reported_at_once(tmp_path, plugin_library):
     write_engine(tmp_path / "repo", "super_resolution", 1, built_here(plugin_library), plugin_library)
-    [stale] = tensorrt.stale_engines(
+    [stale] = trt_provenance.stale_engines(
         tmp_path / "repo", Environment("10.14.1", Gpu("NVIDIA A100", "8.0"), "0" * 64)
     )
     assert len(stale.reasons) == 3
@@ -130,7 +132,7 @@ def test_engine_without_manifest_or_tensorrt_section_is_stale(tmp_path, plugin_l
     (missing / "manifest.json").unlink()
     broken = write_engine(repository, "deformable_encoder", 1, built_here(plugin_library), plugin_library)
     (broken / "manifest.json").write_text(json.dumps({"model": "deformable_encoder"}))
-    stale = {s.model: str(s) for s in tensorrt.stale_engines(repository, built_here(plugin_library))}
+    stale = {s.model: str(s) for s in trt_provenance.stale_engines(repository, built_here(plugin_library))}
     assert "manifest.json is missing" in stale["super_resolution"]
     assert "has no readable 'tensorrt' section" in stale["deformable_encoder"]
 
@@ -140,9 +142,9 @@ def test_only_the_version_tritonserver_serves_is_checked(tmp_path, plugin_librar
     old = Environment("10.8.0", Gpu("NVIDIA A100", "8.0"), "0" * 64)
     write_engine(repository, "super_resolution", 9, old, plugin_library)  # kept by --keep, not served
     write_engine(repository, "super_resolution", 10, built_here(plugin_library), plugin_library)
-    assert tensorrt.stale_engines(repository, built_here(plugin_library)) == []
+    assert trt_provenance.stale_engines(repository, built_here(plugin_library)) == []
     write_engine(repository, "super_resolution", 11, old, plugin_library)
-    [stale] = tensorrt.stale_engines(repository, built_here(plugin_library))
+    [stale] = trt_provenance.stale_engines(repository, built_here(plugin_library))
     assert stale.version == "11"
 
 
@@ -151,18 +153,18 @@ def test_versions_without_an_engine_are_not_checked(tmp_path):
     onnx_version.mkdir(parents=True)
     (onnx_version / "model.onnx").write_bytes(b"onnx")
     (onnx_version / "manifest.json").write_text("{}")
-    assert tensorrt.stale_engines(tmp_path / "repo", Environment(None, None, None)) == []
-    assert tensorrt.check_repository(tmp_path / "repo", None) == []
+    assert trt_provenance.stale_engines(tmp_path / "repo", Environment(None, None, None)) == []
+    assert trt_provenance.check_repository(tmp_path / "repo", None) == []
 
 
 def test_serve_check_refuses_stale_engines_and_names_the_rebuild(tmp_path, plugin_library):
     # Recorded for a GPU no machine has, so the engine is stale wherever this test runs.
     elsewhere = Environment(
-        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), tensorrt.file_sha256(plugin_library)
+        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), repository.sha256_file(plugin_library)
     )
     write_engine(tmp_path / "repo", "deformable_encoder", 4, elsewhere, plugin_library)
     with pytest.raises(RuntimeError) as error:
-        tensorrt.check_repository(tmp_path / "repo", plugin_library)
+        trt_provenance.check_repository(tmp_path / "repo", plugin_library)
     message = str(error.value)
     assert "deformable_encoder/4:" in message
     assert "plugserve build --runtime tensorrt deformable_encoder" in message
@@ -171,17 +173,17 @@ def test_serve_check_refuses_stale_engines_and_names_the_rebuild(tmp_path, plugi
 
 def test_serve_check_with_force_warns_and_lets_stale_engines_through(tmp_path, plugin_library, capsys):
     elsewhere = Environment(
-        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), tensorrt.file_sha256(plugin_library)
+        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), repository.sha256_file(plugin_library)
     )
     write_engine(tmp_path / "repo", "deformable_encoder", 4, elsewhere, plugin_library)
-    [stale] = tensorrt.check_repository(tmp_path / "repo", plugin_library, force=True)
+    [stale] = trt_provenance.check_repository(tmp_path / "repo", plugin_library, force=True)
     assert stale.model == "deformable_encoder"
     assert "because of --force" in capsys.readouterr().err
 
 
 def test_missing_repository_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
-        tensorrt.stale_engines(tmp_path / "does-not-exist", Environment(None, None, None))
+        trt_provenance.stale_engines(tmp_path / "does-not-exist", Environment(None, None, None))
 
 
 def test_plugserve_serve_refuses_a_repository_with_stale_engines_before_starting_tritonserver(
@@ -190,7 +192,7 @@ def test_plugserve_serve_refuses_a_repository_with_stale_engines_before_starting
     from plugserve.cli import main
 
     elsewhere = Environment(
-        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), tensorrt.file_sha256(plugin_library)
+        "10.13.0.35", Gpu("NVIDIA Imaginary GPU", "99.0"), repository.sha256_file(plugin_library)
     )
     write_engine(tmp_path / "repo", "super_resolution", 2, elsewhere, plugin_library)
     assert main(["serve", "--repository", str(tmp_path / "repo")]) == 1
@@ -203,11 +205,11 @@ def test_models_without_an_engine_or_with_a_stale_one_are_the_ones_to_build(tmp_
     repository.mkdir()
     here = built_here(plugin_library)
     names = ["super_resolution", "deformable_encoder"]
-    assert tensorrt.models_to_build(repository, names, here) == names
+    assert trt_provenance.models_to_build(repository, names, here) == names
     write_engine(repository, "super_resolution", 1, here, plugin_library)
-    assert tensorrt.models_to_build(repository, names, here) == ["deformable_encoder"]
+    assert trt_provenance.models_to_build(repository, names, here) == ["deformable_encoder"]
     write_engine(repository, "deformable_encoder", 1, here, plugin_library)
-    assert tensorrt.models_to_build(repository, names, here) == []
+    assert trt_provenance.models_to_build(repository, names, here) == []
     assert (
-        tensorrt.models_to_build(repository, names, Environment("10.14.1", H100, here.plugin_sha256)) == names
+        trt_provenance.models_to_build(repository, names, Environment("10.14.1", H100, here.plugin_sha256)) == names
     )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from plugserve.perf import StepResult, write_results
+from plugserve.perf.load import StepResult
+from plugserve.perf.results import write_results
 from plugserve.report import build_report
 
 

@@ -10,6 +10,7 @@ import pytest
 from tritonclient.grpc import model_config_pb2
 
 from plugserve import config, repository
+from plugserve.runners import contract
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,7 +23,7 @@ def specs():
 @pytest.mark.parametrize("model", ["super_resolution", "deformable_encoder"])
 def test_a_generated_config_round_trips_through_tritons_model_config_schema(specs, model, tmp_path):
     spec = specs[model]
-    parameters = {repository.SPEC_PARAMETER: json.dumps(repository.runner_spec(spec))}
+    parameters = {contract.SPEC_PARAMETER: json.dumps(repository.runner_spec(spec))}
     built = repository.config_dict(spec, "python", parameters)
     path = repository.write_config(built, tmp_path / "config.pbtxt")
 
@@ -36,7 +37,7 @@ def test_a_generated_config_round_trips_through_tritons_model_config_schema(spec
     assert message.dynamic_batching.max_queue_delay_microseconds == spec.dynamic_batching.max_queue_delay_microseconds
     assert [(g.count, g.kind) for g in message.instance_group] == [(g.count, model_config_pb2.ModelInstanceGroup.KIND_CPU)
                                                                    for g in spec.instance_groups]
-    runner = json.loads(repository.read_parameters(message)[repository.SPEC_PARAMETER])
+    runner = json.loads(repository.read_parameters(message)[contract.SPEC_PARAMETER])
     assert runner["profiles"] == [{name: r.as_dict() for name, r in p.items()} for p in spec.profiles]
 
 

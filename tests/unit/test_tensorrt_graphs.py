@@ -13,9 +13,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from plugserve import config, repository, tensorrt
+from plugserve import config, repository
+from plugserve.lowering import tensorrt as tensorrt_lowering
 from plugserve.surgery import decompose, pluginize
-from plugserve.tensorrt import CreatorKey, PluginNotRegistered
+from plugserve.trt import engine as trt_engine
+from plugserve.trt import environment as trt_environment
+from plugserve.trt import graph as trt_graph
+from plugserve.trt import registry as trt_registry
+from plugserve.trt.registry import CreatorKey, PluginNotRegistered
 
 ROOT = Path(__file__).resolve().parents[2]
 torch.set_num_threads(2)
@@ -138,8 +143,8 @@ def test_fp16_export_types_the_plugin_io_in_fp16(sr):
     [node] = plugin_nodes(graph)
     types = elem_types(graph)
     assert types[node.input[0]] == TensorProto.FLOAT16
-    assert tensorrt.graph_precision(graph) == "fp16"
-    assert tensorrt.graph_precision(sr["fp32"]) == "fp32"
+    assert trt_engine.graph_precision(graph) == "fp16"
+    assert trt_engine.graph_precision(sr["fp32"]) == "fp32"
 
 
 @pytest.mark.slow
@@ -190,10 +195,10 @@ def test_pluginize_restores_the_plugin_node_decompose_removed(sr):
     [node] = plugin_nodes(restored)
     [original] = plugin_nodes(sr["fp32"])
     assert (node.domain, node.op_type) == (original.domain, original.op_type)
-    assert {k: v for k, v in attributes(node).items() if k != tensorrt.SHAPE_INPUT_ATTRIBUTE} == attributes(
+    assert {k: v for k, v in attributes(node).items() if k != trt_graph.SHAPE_INPUT_ATTRIBUTE} == attributes(
         original
     )
-    assert attributes(node)[tensorrt.SHAPE_INPUT_ATTRIBUTE] == [1]
+    assert attributes(node)[trt_graph.SHAPE_INPUT_ATTRIBUTE] == [1]
     assert_no_scatternd(restored)
     image, size = np.random.default_rng(0).random((2, 3, 9, 7), dtype=np.float32), np.array([20, 13])
     np.testing.assert_allclose(
@@ -218,11 +223,11 @@ def test_pluginize_turns_nvidia_msda_into_ours_and_keeps_int32_indices(msda_grap
 
 def test_prepared_graph_takes_the_size_as_a_batched_shape_tensor(sr, specs):
     spec = specs["super_resolution"]
-    prepared = tensorrt.prepare_onnx(sr["fp32"], spec)
+    prepared = tensorrt_lowering.prepare_onnx(sr["fp32"], spec)
     onnx.checker.check_model(prepared, full_check=True)
     assert io(prepared.graph.input)["size"] == (TensorProto.INT64, [3])  # Triton prepends the batch size
     [node] = plugin_nodes(prepared)
-    assert attributes(node)[tensorrt.SHAPE_INPUT_ATTRIBUTE] == [1]
+    assert attributes(node)[trt_graph.SHAPE_INPUT_ATTRIBUTE] == [1]
     assert_no_scatternd(prepared)
     # Same numbers as the unprepared graph, given [batch, H, W] instead of [H, W].
     image = np.random.default_rng(1).random((2, 3, 10, 6), dtype=np.float32)
@@ -232,24 +237,24 @@ def test_prepared_graph_takes_the_size_as_a_batched_shape_tensor(sr, specs):
 
 
 def test_prepared_fp16_graph_keeps_the_fp32_client_interface(sr, specs):
-    prepared = tensorrt.prepare_onnx(sr["fp16"], specs["super_resolution"])
+    prepared = tensorrt_lowering.prepare_onnx(sr["fp16"], specs["super_resolution"])
     onnx.checker.check_model(prepared, full_check=True)
     assert io(prepared.graph.input)["image"][0] == TensorProto.FLOAT
     assert io(prepared.graph.output)["upscaled"][0] == TensorProto.FLOAT
     [node] = plugin_nodes(prepared)
     assert elem_types(prepared)[node.input[0]] == TensorProto.FLOAT16
-    assert tensorrt.graph_precision(prepared) == "fp16"  # what the engine computes in
+    assert trt_engine.graph_precision(prepared) == "fp16"  # what the engine computes in
 
 
 def test_unbatched_model_keeps_its_shape_tensor_as_exported(sr, specs):
     spec = replace(specs["super_resolution"], max_batch_size=0, dynamic_batching=None)
-    prepared = tensorrt.prepare_onnx(sr["fp32"], spec)
+    prepared = tensorrt_lowering.prepare_onnx(sr["fp32"], spec)
     assert io(prepared.graph.input)["size"] == (TensorProto.INT64, [2])
     assert "Slice" not in {n.op_type for n in prepared.graph.node}
 
 
 def test_engine_profiles_bound_the_batch_value_of_shape_tensors_like_the_batch_dimension(specs):
-    [first, second] = tensorrt.engine_profiles(specs["super_resolution"])
+    [first, second] = tensorrt_lowering.engine_profiles(specs["super_resolution"])
     assert first["image"] == specs["super_resolution"].profiles[0]["image"]
     assert (first["size"].min, first["size"].opt, first["size"].max) == (
         (1, 8, 8),
@@ -276,15 +281,15 @@ def test_engine_profiles_bound_the_batch_value_of_shape_tensors_like_the_batch_d
 def test_precision_comes_from_onnx_types_or_a_tensorrt10_builder_flag(
     major, requested, graph, strongly_typed, flags
 ):
-    plan = tensorrt.plan_precision(major, requested, graph)
+    plan = trt_engine.plan_precision(major, requested, graph)
     assert (plan.strongly_typed, plan.builder_flags) == (strongly_typed, flags)
 
 
 def test_tensorrt11_refuses_reduced_precision_of_an_fp32_graph_and_names_the_export():
     with pytest.raises(ValueError, match=r"strongly typed.*plugserve export --dtype fp16"):
-        tensorrt.plan_precision(11, "fp16", "fp32")
+        trt_engine.plan_precision(11, "fp16", "fp32")
     with pytest.raises(ValueError, match="typed fp16 but precision fp32"):
-        tensorrt.plan_precision(10, "fp32", "fp16")
+        trt_engine.plan_precision(10, "fp32", "fp16")
 
 
 # --- the plugin registry check ------------------------------------------------------------------------
@@ -295,32 +300,32 @@ def test_plugin_nodes_without_a_registered_creator_fail_with_the_registered_list
         CreatorKey("MSDeformAttn", "1", "plugserve"),
         CreatorKey("InstanceNormalization_TRT", "1", ""),
     ]
-    assert tensorrt.required_plugins(sr["fp32"]) == {
+    assert trt_registry.required_plugins(sr["fp32"]) == {
         CreatorKey("DynamicResize", "1", "plugserve"): ["node_dynamic_resize"]
     }
     with pytest.raises(PluginNotRegistered) as error:
-        tensorrt.check_plugins_registered(sr["fp32"], registered, Path("plugins/build/libplugserve.so"))
+        trt_registry.check_plugins_registered(sr["fp32"], registered, Path("plugins/build/libplugserve.so"))
     message = str(error.value)
     assert "plugserve::DynamicResize v1 needed by node_dynamic_resize" in message
     assert "registered plugserve creators: plugserve::MSDeformAttn v1" in message
     assert "make plugins" in message and "PLUGSERVE_PLUGIN_LIBRARY" in message
-    tensorrt.check_plugins_registered(
+    trt_registry.check_plugins_registered(
         sr["fp32"], [*registered, CreatorKey("DynamicResize", "1", "plugserve")], None
     )
 
 
 def test_nvidia_msda_needs_nvidias_version_2_creator_in_the_empty_namespace(msda_graphs):
-    assert list(tensorrt.required_plugins(msda_graphs["nvidia"])) == [
+    assert list(trt_registry.required_plugins(msda_graphs["nvidia"])) == [
         CreatorKey("MultiscaleDeformableAttnPlugin_TRT", "2", "")
     ]
 
 
 def test_building_needs_tensorrt_and_says_so_where_it_is_absent(tmp_path):
-    if tensorrt.unavailable_reason() is None:
+    if trt_environment.unavailable_reason() is None:
         pytest.skip("TensorRT is installed here; tests/tensorrt builds real engines")
-    with pytest.raises(tensorrt.TensorRTUnavailable, match="NGC image"):
-        tensorrt.build_engine(
-            tmp_path / "x.onnx", tmp_path / "x.plan", tensorrt.BuildOptions(profiles=[]), None
+    with pytest.raises(trt_environment.TensorRTUnavailable, match="NGC image"):
+        trt_engine.build_engine(
+            tmp_path / "x.onnx", tmp_path / "x.plan", trt_engine.BuildOptions(profiles=[]), None
         )
 
 
@@ -329,8 +334,8 @@ def test_building_needs_tensorrt_and_says_so_where_it_is_absent(tmp_path):
 
 def test_tensorrt_config_round_trips_through_tritons_schema(specs, tmp_path):
     spec = specs["super_resolution"]
-    warmup = tensorrt._warmup(spec, spec.profiles, tmp_path / "warmup", "7")
-    updates = tensorrt.config_updates(spec, spec.tensorrt, warmup)
+    warmup = tensorrt_lowering._warmup(spec, spec.profiles, tmp_path / "warmup", "7")
+    updates = tensorrt_lowering.config_updates(spec, spec.tensorrt, warmup)
     config_path = repository.write_config(
         repository.config_dict(spec, "tensorrt", None, updates), tmp_path / "config.pbtxt"
     )
@@ -351,13 +356,13 @@ def test_tensorrt_config_round_trips_through_tritons_schema(specs, tmp_path):
 def test_cuda_graphs_are_configured_per_profile_and_refused_with_shape_tensors(specs):
     encoder = specs["deformable_encoder"]
     settings = replace(encoder.tensorrt, cuda_graphs=True)
-    updates = tensorrt.config_updates(encoder, settings, [])
+    updates = tensorrt_lowering.config_updates(encoder, settings, [])
     message = repository.to_message(repository.config_dict(encoder, "tensorrt", None, updates))
     assert message.optimization.cuda.graphs
     assert message.optimization.cuda.graph_spec[0].batch_size == 2
     assert list(message.optimization.cuda.graph_spec[0].input["image"].dim) == [3, 256, 256]
     with pytest.raises(ValueError, match=r"cuda_graphs.*shape tensor input\(s\) \['size'\]"):
-        tensorrt.config_updates(specs["super_resolution"], settings, [])
+        tensorrt_lowering.config_updates(specs["super_resolution"], settings, [])
 
 
 def test_tensorrt_settings_in_models_yaml_are_checked_by_field(tmp_path):
@@ -372,7 +377,7 @@ def test_tensorrt_settings_in_models_yaml_are_checked_by_field(tmp_path):
         "timing_cache_dir": "cache/trt",
     }
     settings = config.parse(tree, tmp_path)["deformable_encoder"].tensorrt
-    assert settings == tensorrt.TensorRTSettings(2048, 5, True, tmp_path / "cache/trt")
+    assert settings == config.TensorRTSettings(2048, 5, True, tmp_path / "cache/trt")
     for bad, field in (
         ({"optimization_level": 6}, "optimization_level"),
         ({"workspace": 1}, "workspace"),
@@ -384,16 +389,14 @@ def test_tensorrt_settings_in_models_yaml_are_checked_by_field(tmp_path):
 
 
 def test_timing_cache_is_kept_per_tensorrt_release_and_gpu(tmp_path):
-    gpu = tensorrt.Gpu("NVIDIA H100 80GB HBM3", "9.0")
+    gpu = trt_environment.Gpu("NVIDIA H100 80GB HBM3", "9.0")
     assert (
-        tensorrt.timing_cache_path(tmp_path, "10.13.0.35", gpu).name
+        trt_engine.timing_cache_path(tmp_path, "10.13.0.35", gpu).name
         == "timing-10.13.0-NVIDIA-H100-80GB-HBM3.cache"
     )
 
 
 def test_warmup_files_of_a_new_version_join_the_models_warmup_folder(tmp_path):
-    from plugserve import build
-
     model_dir = tmp_path / "repo" / "super_resolution"
     (model_dir / "1").mkdir(parents=True)
     (model_dir / "warmup").mkdir()
@@ -403,7 +406,7 @@ def test_warmup_files_of_a_new_version_join_the_models_warmup_folder(tmp_path):
     (staged / "config.pbtxt").write_text('name: "super_resolution"\n')
     (staged / "warmup").mkdir()
     (staged / "warmup" / "v2_profile0_size").write_bytes(b"new")
-    build._commit(staged, model_dir, 2)
+    repository.commit(staged, model_dir, 2)
     assert sorted(p.name for p in (model_dir / "warmup").iterdir()) == [
         "v1_profile0_size",
         "v2_profile0_size",

@@ -1,4 +1,4 @@
-"""mypy checks every TensorRT call of plugserve.tensorrt against tensorrt-stubs (what `make lint` runs)."""
+"""mypy checks every TensorRT call of plugserve.trt and the tensorrt lowering against tensorrt-stubs (what `make lint` runs)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def _mypy(stubs: Path, *files: Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_tensorrt_module_type_checks_against_the_stubs(tmp_path: Path) -> None:
-    result = _mypy(tmp_path / "typing", ROOT / "src" / "plugserve" / "tensorrt.py")
+    package = ROOT / "src" / "plugserve"
+    result = _mypy(tmp_path / "typing", *sorted((package / "trt").glob("*.py")), package / "lowering" / "tensorrt.py")
     assert result.returncode == 0, result.stdout + result.stderr
 
 

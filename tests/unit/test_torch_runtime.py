@@ -1,4 +1,4 @@
-"""The `torch` runtime on the CPU: models.yaml options, the exported program, and the request rules."""
+"""The `torch` runtime on the CPU: models.yaml options, the exported program, and the program served."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from plugserve import config, models, plugins, repository, torch_runtime
+from plugserve import config, models, native, repository, runners
 from plugserve.build import build_model
 from plugserve.config import ConfigError
+from plugserve.lowering import torch as torch_lowering
+from plugserve.runners import contract, torch_program
 
 SR_ENTRY = {
     "source": {"model": "super_resolution", "checkpoint": "srcnn.pt"},
@@ -52,9 +54,9 @@ def built(checkpoint_dir, tmp_path_factory):
 def test_torch_options_default_to_our_kernels_with_acceleration_chosen_by_instance_kind(checkpoint_dir):
     spec = sr_spec(checkpoint_dir)
     assert spec.torch == config.TorchOptions("plugserve", "auto")
-    assert torch_runtime.resolve_acceleration(spec) == "none"
+    assert torch_lowering.resolve_acceleration(spec) == "none"
     gpu = sr_spec(checkpoint_dir, instance_groups=[{"count": 2, "kind": "KIND_GPU"}])
-    assert torch_runtime.resolve_acceleration(gpu) == "cuda_graphs"
+    assert torch_lowering.resolve_acceleration(gpu) == "cuda_graphs"
 
 
 @pytest.mark.parametrize("options,runtime,message", [
@@ -71,24 +73,24 @@ def test_bad_torch_options_fail_naming_the_field(checkpoint_dir, options, runtim
 def test_a_model_given_as_onnx_cannot_be_lowered_to_torch(checkpoint_dir, tmp_path):
     spec = dataclasses.replace(sr_spec(checkpoint_dir), source_model=None, checkpoint=None, onnx=tmp_path / "x.onnx")
     with pytest.raises(ConfigError, match="runtime torch needs `model`"):
-        torch_runtime.export_program(spec, "fp32")
+        torch_lowering.export_program(spec, "fp32")
 
 
 def test_tensor_names_that_differ_from_the_model_fail_the_build(checkpoint_dir):
     outputs = [{"name": "image_out", "dtype": "FP32", "dims": [3, -1, -1]}]
     with pytest.raises(ConfigError, match="do not match model 'super_resolution'"):
-        torch_runtime.export_program(sr_spec(checkpoint_dir, outputs=outputs), "fp32")
+        torch_lowering.export_program(sr_spec(checkpoint_dir, outputs=outputs), "fp32")
 
 
 def test_the_build_writes_a_program_the_runner_and_a_manifest_recording_the_choices(built):
     _, version_dir = built
-    assert {p.name for p in version_dir.iterdir()} == {"model.pt2", "model.py", "manifest.json"}
+    assert {p.name for p in version_dir.iterdir()} == {"model.pt2", "model.py", "manifest.json", *runners.HELPERS}
     manifest = repository.read_manifest(version_dir)
     assert manifest["runtime"] == "torch" and manifest["backend"] == "python"
     assert manifest["torch"] == {"program": "model.pt2", "precision": "fp32", "ops": "plugserve",
-                                 "acceleration": "none", "max_graphs": torch_runtime.MAX_GRAPHS}
+                                 "acceleration": "none", "max_graphs": torch_program.MAX_GRAPHS}
     parameters = repository.read_parameters(repository.read_config(version_dir.parent / "config.pbtxt"))
-    assert json.loads(parameters[torch_runtime.OPTIONS_PARAMETER]) == manifest["torch"]
+    assert json.loads(parameters[contract.TORCH_OPTIONS_PARAMETER]) == manifest["torch"]
     assert parameters["FORCE_CPU_ONLY_INPUT_TENSORS"] == "no"
 
 
@@ -103,8 +105,8 @@ def test_the_program_holds_no_pickled_code(built):
 @pytest.mark.parametrize("ops", ["plugserve", "reference"])
 def test_the_loaded_program_computes_what_the_local_model_computes(built, checkpoint_dir, ops):
     spec, version_dir = built
-    program = torch_runtime.Program(version_dir / "model.pt2", "cpu", ops=ops)
-    assert program.describe()["kernels"] == (ops == "plugserve" and plugins.available())
+    program = torch_program.Program(version_dir / "model.pt2", "cpu", ops=ops)
+    assert program.describe()["kernels"] == (ops == "plugserve" and native.available())
     image, size = torch.rand(3, 3, 20, 28), torch.tensor([40, 60])
     (served,) = program([image, size], [False, True])
     local = models.load("super_resolution", checkpoint_dir / "srcnn.pt")(image, size)
@@ -113,7 +115,7 @@ def test_the_loaded_program_computes_what_the_local_model_computes(built, checkp
 
 def test_a_bf16_program_takes_and_returns_fp32_and_stays_close_to_fp32(checkpoint_dir, tmp_path):
     result = build_model(sr_spec(checkpoint_dir), tmp_path, precision="bf16")
-    program = torch_runtime.Program(result.path / "model.pt2", "cpu")
+    program = torch_program.Program(result.path / "model.pt2", "cpu")
     image, size = torch.rand(1, 3, 16, 16), torch.tensor([32, 32])
     (served,) = program([image, size], [False, True])
     assert served.dtype == torch.float32
@@ -124,39 +126,9 @@ def test_a_bf16_program_takes_and_returns_fp32_and_stays_close_to_fp32(checkpoin
 def test_a_missing_program_or_cuda_graphs_on_the_cpu_fail_naming_the_problem(built, tmp_path):
     _, version_dir = built
     with pytest.raises(FileNotFoundError, match="torch program .*missing.pt2 does not exist"):
-        torch_runtime.Program(tmp_path / "missing.pt2", "cpu")
+        torch_program.Program(tmp_path / "missing.pt2", "cpu")
     with pytest.raises(ValueError, match="cuda_graphs needs a CUDA device"):
-        torch_runtime.Program(version_dir / "model.pt2", "cpu", acceleration="cuda_graphs")
-
-
-def runner_spec(checkpoint_dir):
-    return repository.runner_spec(sr_spec(checkpoint_dir))
-
-
-def test_a_request_inside_the_profile_passes_and_groups_by_item_shape_and_size(checkpoint_dir):
-    spec = runner_spec(checkpoint_dir)
-    request = {"image": torch.zeros(2, 3, 16, 20), "size": torch.tensor([[32, 40], [32, 40]])}
-    bounds = torch_runtime.check_request(spec, request)
-    assert bounds == {"image": (2, 3, 16, 20), "size": (32, 40)}
-    other_batch = torch_runtime.check_request(spec, {**request, "image": torch.zeros(1, 3, 16, 20),
-                                                     "size": torch.tensor([[32, 40]])})
-    assert torch_runtime.group_key(spec, bounds) == torch_runtime.group_key(spec, other_batch)
-    other_size = torch_runtime.check_request(spec, {**request, "size": torch.tensor([[32, 48], [32, 48]])})
-    assert torch_runtime.group_key(spec, bounds) != torch_runtime.group_key(spec, other_size)
-
-
-@pytest.mark.parametrize("image,size,message", [
-    ((1, 3, 16, 16), [[400, 48]], r"input 'size': requested output size \[400, 48\] is outside the model's "
-                                  r"profiles \(min \[8, 8\] max \[128, 128\]\)"),
-    ((1, 3, 100, 16), [[32, 32]], r"input 'image': shape \[1, 3, 100, 16\] is outside"),
-    ((2, 3, 16, 16), [[32, 32], [32, 40]], r"input 'size': all rows must be equal within one request"),
-    ((1, 3, 16, 16), [[0, 32]], r"input 'size': requested output size must be positive, got \[0, 32\]"),
-    ((0, 3, 16, 16), [[32, 32]], r"input 'image' is empty"),
-])
-def test_a_request_outside_the_contract_gets_an_error_naming_the_input(checkpoint_dir, image, size, message):
-    request = {"image": torch.zeros(image), "size": torch.tensor(size)}
-    with pytest.raises(torch_runtime.RequestError, match=message):
-        torch_runtime.check_request(runner_spec(checkpoint_dir), request)
+        torch_program.Program(version_dir / "model.pt2", "cpu", acceleration="cuda_graphs")
 
 
 def test_a_profile_below_what_the_exported_program_accepts_stops_the_build_naming_the_bound(tmp_path):

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from plugserve.ops import plugin_attributes, plugin_op, use_kernels
+from plugserve import native
+from plugserve.ops.common import plugin_attributes, plugin_op, use_kernels
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -55,10 +56,9 @@ def dynamic_resize(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
     (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
     if use_kernels(x):
-        from plugserve import plugins
 
         check_arguments(x, size, mode, align_corners)
-        return plugins.dynamic_resize(x, *output_size(size), mode, align_corners)
+        return native.dynamic_resize(x, *output_size(size), mode, align_corners)
     return reference(x, size, mode, align_corners)
 
 

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from plugserve.ops import plugin_attributes, plugin_op, use_kernels
+from plugserve import native
+from plugserve.ops.common import plugin_attributes, plugin_op, use_kernels
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -79,14 +80,13 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
     (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
     if use_kernels(value):
-        from plugserve import plugins
 
         check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
         try:
-            return plugins.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+            return native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                                           attention_weights)
-        except plugins.PluginError as error:
-            if error.code == plugins.INVALID_ARGUMENT:  # the same ValueError the reference raises
+        except native.PluginError as error:
+            if error.code == native.INVALID_ARGUMENT:  # the same ValueError the reference raises
                 raise ValueError(f"ms_deform_attn: {error}") from error
             raise
     return reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from plugserve.perf import (
+from plugserve.perf.stats import (
     arrival_times,
     latency_summary,
     parse_steps,

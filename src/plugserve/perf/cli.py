@@ -1,0 +1,241 @@
+"""`plugserve bench`: perf sweeps over concurrency or request rate against a served model."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plugserve import repository
+from plugserve.perf.inputs import generate_inputs
+from plugserve.perf.load import StepResult, StepSettings, sweep
+from plugserve.perf.results import (
+    CALIBRATION_MODEL,
+    HARNESS_BOUND_SHARE,
+    RESULTS_DIR,
+    format_table,
+    host_description,
+    latest_calibration,
+    write_results,
+)
+from plugserve.perf.stats import parse_steps
+from plugserve.perf.targets import TritonTarget, in_process_sender
+from plugserve.perf.variants import build_calibration_repository, build_variant_repository
+from plugserve.server import ServerError, TritonServer
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    target = parser.add_argument_group("target")
+    target.add_argument("--model", help="model name in the repository (not needed with --calibrate)")
+    target.add_argument("--url", help="a running server, host:port of its HTTP or gRPC endpoint; "
+                                      "without it the harness starts tritonserver on --repository")
+    target.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    target.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
+    target.add_argument("--config", type=Path, default=Path("models.yaml"),
+                        help="models.yaml, for --dynamic-batching/--instances variants (default: %(default)s)")
+    target.add_argument("--dynamic-batching", choices=("on", "off"),
+                        help="serve a variant of the model with dynamic batching on or off (built in a scratch "
+                             "repository from the same model.onnx)")
+    target.add_argument("--instances", type=int, help="serve a variant with this many model instances")
+    load = parser.add_argument_group("load")
+    load.add_argument("--concurrency", default=None,
+                      help="concurrency sweep, start:end[:step] or a,b,c (default 1:4 unless --request-rate)")
+    load.add_argument("--request-rate", help="request-rate sweep in requests/s, start:end[:step] or a,b,c")
+    load.add_argument("--arrivals", choices=("constant", "poisson"), default="constant",
+                      help="request-rate sends: evenly spaced or a Poisson process (default: %(default)s)")
+    load.add_argument("--workers", type=int, default=16, help="request-rate: senders available (default: %(default)s)")
+    load.add_argument("--batch-size", type=int, default=1, help="items per request (default: %(default)s)")
+    load.add_argument("--shape", action="append", default=[], metavar="NAME=D1,D2",
+                      help="dims of an input without the batch dimension (default: the shape profile's opt)")
+    load.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|V1,V2",
+                      help="input data: a .npy file (the whole request tensor) or values of one item")
+    load.add_argument("--profile", type=int, default=0, help="shape profile whose opt point fills unset inputs")
+    load.add_argument("--shared-memory", choices=("none", "system"), default="none",
+                      help="pass inputs and outputs through system shared memory (default: %(default)s)")
+    load.add_argument("--seed", type=int, default=0)
+    step = parser.add_argument_group("each step")
+    step.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (default: %(default)s)")
+    step.add_argument("--window", type=float, default=1.0, help="seconds per measurement window (default: %(default)s)")
+    step.add_argument("--stability", type=float, default=0.1,
+                      help="stable when the last windows' throughput spread (max-min)/mean is at most this "
+                           "(default: %(default)s)")
+    step.add_argument("--stable-windows", type=int, default=3, help="windows that must agree (default: %(default)s)")
+    step.add_argument("--max-step-time", type=float, default=15.0,
+                      help="seconds of measuring after which a step stops unstable (default: %(default)s)")
+    step.add_argument("--min-requests", type=int, default=5,
+                      help="a window also lasts until this many requests completed (default: %(default)s)")
+    step.add_argument("--rounds", type=int, default=1,
+                      help="measure each step this many times and pool them; with --in-process the two "
+                           "alternate which goes first, so both see the machine's drift (default: %(default)s)")
+    step.add_argument("--max-latency", type=float, help="stop the sweep after a step whose p99 exceeds this (ms)")
+    run = parser.add_argument_group("run")
+    run.add_argument("--calibrate", action="store_true",
+                     help="measure the harness ceiling against a trivial identity model on a server of its own")
+    run.add_argument("--in-process", action="store_true",
+                     help="also run the same ONNX Runtime session in this process at the same concurrency")
+    run.add_argument("--tag", default="", help="a label for this run, part of the file names")
+    run.add_argument("--results", type=Path, default=RESULTS_DIR, help="default: %(default)s")
+
+
+def _assignments(items: Sequence[str], option: str) -> dict[str, str]:
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name or not value:
+            raise ValueError(f"{option} {item!r}: expected NAME=VALUE")
+        parsed[name] = value
+    return parsed
+
+
+def _check_arguments(args: argparse.Namespace) -> tuple[str, list[float], StepSettings]:
+    if args.concurrency and args.request_rate:
+        raise ValueError("give --concurrency or --request-rate, not both")
+    if args.calibrate and (args.request_rate or args.in_process or args.dynamic_batching or args.instances):
+        raise ValueError("--calibrate runs a concurrency sweep on its own model; drop the other target options")
+    if not args.calibrate and not args.model:
+        raise ValueError("--model is required (or --calibrate)")
+    if args.in_process and args.request_rate:
+        raise ValueError("--in-process compares at the same concurrency; use it with --concurrency")
+    if args.url and (args.dynamic_batching or args.instances):
+        raise ValueError("--dynamic-batching/--instances build and serve a variant; they cannot apply to --url")
+    for name in ("batch_size", "workers", "stable_windows", "min_requests", "rounds"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.instances is not None and args.instances < 1:
+        raise ValueError(f"--instances must be >= 1, got {args.instances}")
+    for name in ("window", "max_step_time"):
+        if getattr(args, name) <= 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.warmup < 0 or args.stability < 0:
+        raise ValueError("--warmup and --stability must be >= 0")
+    if args.request_rate:
+        mode, loads = "rate", parse_steps(args.request_rate, integer=False)
+    else:
+        mode, loads = "concurrency", parse_steps(args.concurrency or "1:4", integer=True)
+    settings = StepSettings(args.warmup, args.window, args.stability, args.stable_windows, args.max_step_time,
+                            args.min_requests, args.rounds)
+    return mode, loads, settings
+
+
+def _runtime(repository_dir: Path, model: str) -> str:
+    """The runtime recorded in the newest version's manifest.json (the one Triton serves by default)."""
+    served = repository.served_version_dir(repository_dir / model)
+    manifest = served / repository.MANIFEST_NAME if served else None
+    return json.loads(manifest.read_text()).get("runtime", "unknown") if manifest and manifest.is_file() else "unknown"
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    try:
+        mode, loads, settings = _check_arguments(args)
+        shapes = {name: [int(d) for d in dims.split(",")]
+                  for name, dims in _assignments(args.shape, "--shape").items()}
+        values = _assignments(args.input, "--input")
+    except ValueError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 2
+    model = CALIBRATION_MODEL if args.calibrate else args.model
+    with contextlib.ExitStack() as stack:
+        repository_dir = args.repository
+        try:
+            if args.calibrate or args.dynamic_batching or args.instances:
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-")))
+                if args.calibrate:
+                    repository_dir = build_calibration_repository(scratch / "repository")
+                else:
+                    repository_dir = build_variant_repository(
+                        args.config, args.repository, model, scratch / "repository",
+                        dynamic_batching=None if args.dynamic_batching is None else args.dynamic_batching == "on",
+                        instances=args.instances)
+            if args.url and not args.calibrate:
+                url = args.url
+            else:
+                server = stack.enter_context(TritonServer(repository_dir))
+                url = server.http_url if args.protocol == "http" else server.grpc_url
+            target = TritonTarget(url, args.protocol, model)
+            stack.callback(target.close)
+            inputs = generate_inputs(target.config, args.batch_size, shapes, values, args.profile, args.seed)
+            target.prepare(inputs, shared_memory=args.shared_memory == "system")
+        except (ValueError, ServerError) as error:
+            print(f"bench: {error}", file=sys.stderr)
+            return 2
+        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir)
+    csv_path, json_path = write_results(run, args.results)
+    print(f"\nwrote {csv_path} and {json_path}")
+    return 0
+
+
+def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads: list[float],
+                settings: StepSettings, inputs: dict[str, np.ndarray], model: str, url: str,
+                repository_dir: Path) -> dict[str, Any]:
+    shared_memory = args.shared_memory == "system"
+    calibration = None if args.calibrate else latest_calibration(args.results, args.protocol, shared_memory)
+    config = target.config
+    meta = {
+        "model": model, "calibrate": args.calibrate, "runtime": _runtime(repository_dir, model),
+        "protocol": args.protocol, "url": url, "mode": mode, "arrivals": args.arrivals if mode == "rate" else None,
+        "loads": loads, "batch_size": args.batch_size, "shared_memory": shared_memory, "tag": args.tag,
+        "dynamic_batching": "dynamic_batching" in config, "max_batch_size": int(config.get("max_batch_size", 0)),
+        "instance_count": sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1,
+        "input_shapes": {name: list(array.shape) for name, array in inputs.items()},
+        "settings": dataclasses.asdict(settings), "started": time.time(), "host": host_description(),
+        # A shared machine's other work competes with server and harness alike: say how busy it was.
+        "load_average_before": os.getloadavg()[0],
+    }
+    ceiling = calibration["requests_per_s"] if calibration else None
+    print(f"bench: {model} over {args.protocol} at {url} ({meta['runtime']}, batching "
+          f"{'on' if meta['dynamic_batching'] else 'off'}, {meta['instance_count']} instance(s), inputs "
+          f"{meta['input_shapes']}{', system shared memory' if shared_memory else ''})")
+    if args.calibrate:
+        print("bench: calibrating: the best step of this run is the harness ceiling for this protocol")
+    elif calibration:
+        print(f"bench: harness ceiling {calibration['requests_per_s']:.0f} req/s ({calibration['file']})")
+    else:
+        print("bench: harness ceiling unknown: run `plugserve bench --calibrate` for this protocol")
+
+    def show(step: StepResult, target_name: str) -> None:
+        print(f"  {target_name} {mode} {step.load:g}: {step.throughput:.1f} infer/s, p50 {step.p50_ms:.2f} ms, "
+              f"p99 {step.p99_ms:.2f} ms, {step.errors} errors ({step.stopped} after {step.windows} windows)",
+              flush=True)
+
+    local_sender = None
+    if args.in_process:
+        onnx_path = _served_onnx(repository_dir, model)
+        print(f"bench: in-process ONNX Runtime on {onnx_path}, measured at each step beside the served model"
+              + (f", {settings.rounds} rounds in alternating order" if settings.rounds > 1 else ""))
+        local_sender = in_process_sender(onnx_path, config, inputs)
+
+    def on_step(step: StepResult, twin_step: StepResult | None) -> None:
+        step.harness_bound = ceiling is not None and step.requests_per_s > HARNESS_BOUND_SHARE * ceiling
+        show(step, "served")
+        if twin_step is not None:
+            show(twin_step, "in-process")
+
+    result = sweep(target.make_sender, mode=mode, loads=loads, settings=settings, batch_size=args.batch_size,
+                   statistics=target.statistics, arrivals=args.arrivals, seed=args.seed, workers=args.workers,
+                   max_latency_ms=args.max_latency, twin=local_sender, on_step=on_step)
+    if result.end == "latency-cap":
+        print(f"bench: sweep stopped: p99 {result.steps[-1].p99_ms:.1f} ms is above --max-latency {args.max_latency} ms")
+    meta["load_average_after"] = os.getloadavg()[0]
+    print()
+    print(format_table(result.steps, result.twin_steps))
+    return {"meta": meta, "calibration": calibration, "sweep_end": result.end,
+            "steps": [dataclasses.asdict(step) for step in result.steps],
+            "in_process": [dataclasses.asdict(step) for step in result.twin_steps]}
+
+
+def _served_onnx(repository_dir: Path, model: str) -> Path:
+    served = repository.served_version_dir(repository_dir / model)
+    path = (served or repository_dir / model / "none") / repository.ONNX_FILE
+    if not path.is_file():
+        raise ValueError(f"--in-process needs the served model.onnx; {path} does not exist")
+    return path
