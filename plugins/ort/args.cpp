@@ -94,9 +94,9 @@ Status msdaParams(const Tensor (&in)[kMsdaInputs], ms_deform_attn::Params* p, DT
 }  // namespace
 
 Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, ResizeAttrs* out) {
-    if (mode == nullptr) return Status::Error("DynamicResize: the node has no 'mode' attribute (a string)");
+    if (mode == nullptr) return Status::Error("DynamicResize: the node has no string attribute 'mode'");
     if (align_corners == nullptr)
-        return Status::Error("DynamicResize: the node has no 'align_corners' attribute (an int, 0 or 1)");
+        return Status::Error("DynamicResize: the node has no int attribute 'align_corners' (0 or 1)");
     if (*align_corners != 0 && *align_corners != 1)
         return Status::Error("DynamicResize: attribute 'align_corners' must be 0 or 1, got " +
                              std::to_string(*align_corners));
