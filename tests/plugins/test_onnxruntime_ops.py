@@ -247,7 +247,7 @@ def test_exported_models_run_natively_like_pytorch_and_the_decomposed_graph(expo
     native, decomposed = session(graph, threads=2), session(decompose(graph), native=False, threads=2)
     spec, model = models.module(model_name), models.load(model_name)
     for shape in shapes:
-        kwargs = dict(zip(("batch", "height", "width", "scale"), shape))
+        kwargs = dict(zip(("batch", "height", "width", "scale")[:len(shape)], shape, strict=True))
         inputs = models.example_inputs(model_name, **kwargs)
         with torch.no_grad():
             expected = model(*inputs)
