@@ -34,7 +34,7 @@ glue=(*/plugin.cpp common/plugin_*.cpp registry.cpp)
 shopt -s nullglob
 kernels=()
 for obj in build/*/*.o; do
-    case "$obj" in build/capi/* | */plugin.o | build/common/*) ;; *) kernels+=("$obj") ;; esac
+    case "$obj" in build/capi/* | build/ort/* | */plugin.o | build/common/*) ;; *) kernels+=("$obj") ;; esac
 done
 shopt -u nullglob
 work=$(mktemp -d)

@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/parallel.h"
 #include "common/status.h"
 
 namespace plugserve::dynamic_resize {
@@ -24,8 +25,9 @@ struct Params {
 Status validate(const Params&);
 // Asynchronous on `stream`; `in` and `out` are device pointers. Validates first.
 Status launch(const Params&, DType, const void* in, void* out, cudaStream_t stream);
-// Same result on host pointers (the reference for the tests and the CPU path of the torch op).
-Status runCpu(const Params&, DType, const void* in, void* out);
+// Same result on host pointers (the reference for the tests and the CPU path of the torch op);
+// output rows are spread over `parallel` when given.
+Status runCpu(const Params&, DType, const void* in, void* out, const ParallelFor* parallel = nullptr);
 
 // "nearest" | "bilinear" | "bicubic" (exact, lowercase).
 Status parseMode(const char* name, Mode* mode);

@@ -2,48 +2,49 @@
 // can only skip a bad level, the CPU path sees the index tensors and rejects inconsistent ones.
 #include <algorithm>
 #include <string>
-#include <vector>
 
 #include "ms_deform_attn/kernel.cuh"
 
 namespace plugserve::ms_deform_attn {
 namespace {
 
+// One (batch, query) per task: every head of it, so that a task reads its sampling locations and
+// writes its output row contiguously.
 template <typename T>
-void msdaCpu(const Params& p, const Level* levels, const T* value, const T* loc, const T* attn, T* out) {
+void msdaCpu(const Params& p, const Level* levels, const T* value, const T* loc, const T* attn, T* out,
+             const ParallelFor* parallel) {
     const int M = static_cast<int>(p.num_heads), D = static_cast<int>(p.head_dim);
     const int L = static_cast<int>(p.num_levels), P = static_cast<int>(p.num_points);
     const int64_t row_stride = static_cast<int64_t>(M) * D;
-    std::vector<float> acc(D);
-    for (int64_t n = 0; n < p.batch; ++n) {
+    parallelFor(parallel, static_cast<size_t>(p.batch * p.num_queries), [&](size_t task) {
+        const int64_t n = static_cast<int64_t>(task) / p.num_queries;
         const T* vbatch = value + n * p.num_values * row_stride;
-        for (int64_t q = 0; q < p.num_queries; ++q) {
-            for (int m = 0; m < M; ++m) {
-                const int64_t group = (n * p.num_queries + q) * M + m;
-                const T* gl = loc + group * L * P * 2;
-                const T* ga = attn + group * L * P;
-                const T* vhead = vbatch + static_cast<int64_t>(m) * D;
-                std::fill(acc.begin(), acc.end(), 0.f);
-                for (int l = 0; l < L; ++l) {
-                    for (int pt = 0; pt < P; ++pt) {
-                        const int i = l * P + pt;
-                        const Corners c =
-                            bilinearCorners(toFloat(gl[2 * i]), toFloat(gl[2 * i + 1]), levels[l].h, levels[l].w);
-                        const float a = toFloat(ga[i]);
-                        // Same order as the kernel: the attention weight folded into each corner's.
-                        for (int k = 0; k < 4; ++k) {
-                            if (c.row[k] < 0) continue;
-                            const T* v = vhead + (levels[l].start + c.row[k]) * row_stride;
-                            const float w = a * c.w[k];
-                            for (int d = 0; d < D; ++d) acc[d] += toFloat(v[d]) * w;
-                        }
+        float acc[kMaxHeadDim];
+        for (int m = 0; m < M; ++m) {
+            const int64_t group = static_cast<int64_t>(task) * M + m;
+            const T* gl = loc + group * L * P * 2;
+            const T* ga = attn + group * L * P;
+            const T* vhead = vbatch + static_cast<int64_t>(m) * D;
+            std::fill(acc, acc + D, 0.f);
+            for (int l = 0; l < L; ++l) {
+                for (int pt = 0; pt < P; ++pt) {
+                    const int i = l * P + pt;
+                    const Corners c =
+                        bilinearCorners(toFloat(gl[2 * i]), toFloat(gl[2 * i + 1]), levels[l].h, levels[l].w);
+                    const float a = toFloat(ga[i]);
+                    // Same order as the kernel: the attention weight folded into each corner's.
+                    for (int k = 0; k < 4; ++k) {
+                        if (c.row[k] < 0) continue;
+                        const T* v = vhead + (levels[l].start + c.row[k]) * row_stride;
+                        const float w = a * c.w[k];
+                        for (int d = 0; d < D; ++d) acc[d] += toFloat(v[d]) * w;
                     }
                 }
-                T* o = out + group * D;
-                for (int d = 0; d < D; ++d) o[d] = fromFloat<T>(acc[d]);
             }
+            T* o = out + group * D;
+            for (int d = 0; d < D; ++d) o[d] = fromFloat<T>(acc[d]);
         }
-    }
+    });
 }
 
 template <typename IndexT>
@@ -62,16 +63,17 @@ Status readLevels(const Params& p, const void* spatial_shapes, const void* level
 }
 
 template <typename T>
-void run(const Params& p, const Level* levels, const void* value, const void* loc, const void* attn, void* out) {
+void run(const Params& p, const Level* levels, const void* value, const void* loc, const void* attn, void* out,
+         const ParallelFor* parallel) {
     msdaCpu<T>(p, levels, static_cast<const T*>(value), static_cast<const T*>(loc), static_cast<const T*>(attn),
-               static_cast<T*>(out));
+               static_cast<T*>(out), parallel);
 }
 
 }  // namespace
 
 Status runCpu(const Params& p, DType dtype, IndexType index_type, const void* value, const void* spatial_shapes,
               const void* level_start_index, const void* sampling_locations, const void* attention_weights,
-              void* output) {
+              void* output, const ParallelFor* parallel) {
     Status s = validate(p);
     if (!s.ok()) return s;
     if (spatial_shapes == nullptr || level_start_index == nullptr)
@@ -87,9 +89,9 @@ Status runCpu(const Params& p, DType dtype, IndexType index_type, const void* va
     if (value == nullptr || sampling_locations == nullptr || attention_weights == nullptr || output == nullptr)
         return Status::Error("MSDeformAttn: a data pointer is null");
     switch (dtype) {
-        case DType::kFloat32: run<float>(p, levels, value, sampling_locations, attention_weights, output); break;
-        case DType::kFloat16: run<__half>(p, levels, value, sampling_locations, attention_weights, output); break;
-        case DType::kBFloat16: run<__nv_bfloat16>(p, levels, value, sampling_locations, attention_weights, output); break;
+        case DType::kFloat32: run<float>(p, levels, value, sampling_locations, attention_weights, output, parallel); break;
+        case DType::kFloat16: run<__half>(p, levels, value, sampling_locations, attention_weights, output, parallel); break;
+        case DType::kBFloat16: run<__nv_bfloat16>(p, levels, value, sampling_locations, attention_weights, output, parallel); break;
         default: return Status::Error("MSDeformAttn: unsupported dtype " + std::to_string(static_cast<int>(dtype)));
     }
     return Status::Ok();

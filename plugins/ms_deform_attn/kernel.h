@@ -6,6 +6,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "common/parallel.h"
 #include "common/status.h"
 
 namespace plugserve::ms_deform_attn {
@@ -34,8 +35,9 @@ Status launch(const Params&, DType, IndexType, const void* value, const void* sp
               const void* attention_weights, void* output, cudaStream_t stream);
 
 // Host pointers. Here the indices are checked up front, and inconsistent ones are an error.
+// (batch, query) pairs are spread over `parallel` when given; each is computed as on one thread.
 Status runCpu(const Params&, DType, IndexType, const void* value, const void* spatial_shapes,
               const void* level_start_index, const void* sampling_locations,
-              const void* attention_weights, void* output);
+              const void* attention_weights, void* output, const ParallelFor* parallel = nullptr);
 
 }  // namespace plugserve::ms_deform_attn

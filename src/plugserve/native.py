@@ -2,7 +2,7 @@
 
 The library is looked up in this order: `$PLUGSERVE_PLUGIN_LIBRARY`, `plugins/build/libplugserve.so`
 of the source checkout this module lives in, then `libplugserve.so` next to this module (an installed
-package). Torch and numpy are imported only when a kernel is called, so importing this module is cheap.
+package). `onnxruntime_library()` finds the ONNX Runtime custom-op library the same way. Torch and numpy are imported only when a kernel is called, so importing this module is cheap.
 
 Failures of the library come back as `PluginError` carrying the library's message and status code.
 """
@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 ENV_VAR = "PLUGSERVE_PLUGIN_LIBRARY"
 LIBRARY_NAME = "libplugserve.so"
+# The ONNX Runtime custom-op library (plugins/ort/), built beside LIBRARY_NAME when ORT's headers are found.
+ORT_ENV_VAR = "PLUGSERVE_ORT_LIBRARY"
+ORT_LIBRARY_NAME = "libplugserve_ort.so"
 RESIZE_MODES = ("nearest", "bilinear", "bicubic")
 
 # Codes of the C ABI's enums (plugins/capi/plugserve.h).
@@ -41,16 +44,27 @@ class PluginError(RuntimeError):
         self.code = code
 
 
-def library_path() -> Path | None:
-    """The library that `load()` opens, or None when no candidate exists."""
-    override = os.environ.get(ENV_VAR)
+def _find(name: str, env_var: str) -> Path | None:
+    override = os.environ.get(env_var)
     if override:
         return Path(override)
     here = Path(__file__).resolve().parent
-    for candidate in (here.parents[1] / "plugins" / "build" / LIBRARY_NAME, here / LIBRARY_NAME):
+    for candidate in (here.parents[1] / "plugins" / "build" / name, here / name):
         if candidate.is_file():
             return candidate
     return None
+
+
+def library_path() -> Path | None:
+    """The library that `load()` opens, or None when no candidate exists."""
+    return _find(LIBRARY_NAME, ENV_VAR)
+
+
+def onnxruntime_library() -> Path | None:
+    """libplugserve_ort.so, for `SessionOptions.register_custom_ops_library` and Triton's
+    `model_operations.op_library_filename`: `$PLUGSERVE_ORT_LIBRARY`, then the same places as
+    `library_path()`; None when it was not built."""
+    return _find(ORT_LIBRARY_NAME, ORT_ENV_VAR)
 
 
 @lru_cache(maxsize=1)
