@@ -46,30 +46,31 @@ TARGETS = {"resize_eager": 3.0, "resize_compiled": 1.5, "resize_bandwidth": 0.8,
            "msda_decoder_fp32": 1.5, "msda_encoder_fp32": 4.0, "msda_encoder_fp16": 8.0}
 
 
-def timed(fn, reps: int, iters: int) -> tuple[float, str]:
+def timed(fn, reps: int, iters: int, graph: bool = True) -> tuple[float, str]:
     """Median device milliseconds per call of fn, and how it was measured ("graph" or "loop")."""
     import torch
 
     for _ in range(3):
         fn()
     torch.cuda.synchronize()
-    stream = torch.cuda.Stream()
-    try:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.stream(stream):
-            fn()  # warm-up on the capture stream
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph, stream=stream):
-                for _ in range(reps):
-                    fn()
-        run, how = graph.replay, "graph"
-    except Exception:  # capture unsupported by this contender: time the plain calls instead
-        torch.cuda.synchronize()
 
-        def run():
-            for _ in range(reps):
-                fn()
-        how = "loop"
+    def loop():
+        for _ in range(reps):
+            fn()
+    run, how = loop, "loop"
+    if graph:
+        stream = torch.cuda.Stream()
+        try:
+            captured = torch.cuda.CUDAGraph()
+            with torch.cuda.stream(stream):
+                fn()  # warm-up on the capture stream
+                torch.cuda.synchronize()
+                with torch.cuda.graph(captured, stream=stream):
+                    for _ in range(reps):
+                        fn()
+            run, how = captured.replay, "graph"
+        except Exception:  # capture unsupported by this contender: time the plain calls instead
+            torch.cuda.synchronize()
     times = []
     for _ in range(iters):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -83,7 +84,10 @@ def timed(fn, reps: int, iters: int) -> tuple[float, str]:
 
 
 def ceilings() -> dict[str, float]:
-    """GB/s of the three streams, each over 4 GiB buffers (many times the L2)."""
+    """GB/s of the three streams, each over 4 GiB buffers (many times the L2). Timed as plain calls:
+    captured in a CUDA graph, the copy ran at 2.77 TB/s on the H200, against 4.25 as a plain call
+    (a graph's memcpy node need not take the same path), and each call here lasts milliseconds, so
+    launch gaps do not count."""
     import torch
 
     src = torch.rand(1 << 30, dtype=torch.float32, device="cuda")
@@ -91,11 +95,13 @@ def ceilings() -> dict[str, float]:
     total = torch.empty((), dtype=torch.float32, device="cuda")
     nbytes = src.numel() * src.element_size()
     gbs = {}
+    # The copy is the faster of a memcpy and an elementwise kernel, which move the same bytes.
     for name, fn, moved in (("copy", lambda: dst.copy_(src), 2 * nbytes),
+                            ("copy", lambda: torch.mul(src, 1.0, out=dst), 2 * nbytes),
                             ("read", lambda: torch.sum(src, dim=0, out=total), nbytes),
                             ("write", lambda: dst.fill_(1.5), nbytes)):
-        ms, _ = timed(fn, reps=3, iters=10)
-        gbs[name] = moved / (ms * 1e-3) / 1e9
+        ms, _ = timed(fn, reps=3, iters=10, graph=False)
+        gbs[name] = max(gbs.get(name, 0.0), moved / (ms * 1e-3) / 1e9)
     return gbs
 
 

@@ -5,7 +5,7 @@
 #
 #   OUT=<dir> PEER_SDIST=<torch_ms_deform_attn-0.1.1.tar.gz> bash scripts/device_kernels.sh
 #
-# STAGES picks what runs: tests, sanitize, bench, and ab (bench/kernels.py --ab over the
+# STAGES picks what runs: tests, bench, sanitize (each tool limited to $SANITIZE_TIMEOUT s), and ab (bench/kernels.py --ab over the
 # libplugserve.so builds in $AB_DIR/*/, our kernels only, interleaved, before anything else).
 # Writes into $OUT: device.log (everything printed), kernels.json, kernels.png, ab-kernels.json.
 set -uo pipefail
@@ -38,14 +38,6 @@ if has tests; then
   step "GPU kernel tests"
   timeout 300 "$PYTHON" -m pytest "${TESTS[@]}" 2>&1 | tail -5
 fi
-if has sanitize; then
-  step "compute-sanitizer memcheck"
-  timeout 400 compute-sanitizer --tool memcheck --error-exitcode 9 "$PYTHON" -m pytest "${TESTS[@]}" -k "not large" \
-    2>&1 | tail -6; echo "memcheck rc=${PIPESTATUS[0]}"
-  step "compute-sanitizer racecheck"
-  timeout 400 compute-sanitizer --tool racecheck --error-exitcode 9 "$PYTHON" -m pytest "${TESTS[@]}" -k "not large" \
-    2>&1 | tail -6; echo "racecheck rc=${PIPESTATUS[0]}"
-fi
 if has bench; then
   PEER_ARG=()
   if [ -n "${PEER_BUILD:-}" ]; then
@@ -54,5 +46,13 @@ if has bench; then
   fi
   step "bench/kernels.py ${PEER_ARG[*]}"
   "$PYTHON" bench/kernels.py "${PEER_ARG[@]}" --out "$OUT"
+fi
+if has sanitize; then
+  step "compute-sanitizer memcheck"
+  timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool memcheck --error-exitcode 9 "$PYTHON" -m pytest "${TESTS[@]}" -k "not large" \
+    2>&1 | tail -6; echo "memcheck rc=${PIPESTATUS[0]}"
+  step "compute-sanitizer racecheck"
+  timeout "${SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool racecheck --error-exitcode 9 "$PYTHON" -m pytest "${TESTS[@]}" -k "not large" \
+    2>&1 | tail -6; echo "racecheck rc=${PIPESTATUS[0]}"
 fi
 step done
