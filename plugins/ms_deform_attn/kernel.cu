@@ -1,11 +1,16 @@
 // MSDeformAttn CUDA kernel and launcher.
 //
-// A group of D / kVec threads owns one (batch, query, head); each thread accumulates kVec
-// channels in fp32 and reads each corner as 32-byte vectors where D and alignment allow, so a
-// sampling point costs a few wide loads instead of the 4 * D scalar loads of the Deformable-DETR
-// kernel, and fewer threads repeat the corner arithmetic. The attention weight is folded into
-// the four corner weights. Measured on an H100 (bench/kernels.py), against 16-byte slices,
-// query-major thread order and batching the loads of several points: this was the fastest.
+// A segment of threads owns one (batch, query, head): D / kVec lanes, each accumulating kVec
+// channels in fp32 and reading each corner as one vector of up to 32 bytes, times `splits` lanes
+// that share out the group's L * P sampling points and add their partial sums by warp shuffles at
+// the end. The launch plan picks the widest slice that D and the alignment allow and then as many
+// splits as it takes to fill the GPU, so an encoder (many queries) runs one lane per slice and a
+// decoder (a few hundred queries) spreads each query's points over a warp instead of walking them
+// one after another. The attention weight is folded into the four corner weights. Measured on an
+// H200 (bench/kernels.py --ab, README.md): splitting the points took the decoder at N=1, Lq=300
+// from 11.9 to 5.0 us and left the encoder as it was; 16- or 64-byte slices, batching two points'
+// loads per lane (122 registers), 1024-thread blocks and splitting the encoder's points too were
+// slower on the encoder or the larger decoders.
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -17,6 +22,8 @@ namespace plugserve::ms_deform_attn {
 namespace {
 
 constexpr int kBlock = 256;
+constexpr int kWarp = 32;
+constexpr int kMaxSamples = kMaxLevels * kMaxPoints;
 
 template <typename T, int kVec>
 struct alignas(sizeof(T) * kVec) Vec {
@@ -28,27 +35,32 @@ __global__ void __launch_bounds__(kBlock)
     msdaKernel(const T* __restrict__ value, const IndexT* __restrict__ spatial_shapes,
                const IndexT* __restrict__ level_start_index, const T* __restrict__ sampling_locations,
                const T* __restrict__ attention_weights, T* __restrict__ output, int num_values, int num_heads,
-               int head_dim, int num_levels, int num_queries, int num_points, long long groups) {
-    __shared__ Level levels[kMaxLevels];
-    if (threadIdx.x < num_levels) {
-        const int l = threadIdx.x;
-        levels[l] = makeLevel(static_cast<int64_t>(spatial_shapes[2 * l]), static_cast<int64_t>(spatial_shapes[2 * l + 1]),
-                              static_cast<int64_t>(level_start_index[l]), num_values);
+               int head_dim, int num_levels, int num_queries, int num_points, int splits, long long groups) {
+    // The level of every sampling point, so that a lane's points need no division by P.
+    __shared__ Level sample_level[kMaxSamples];
+    const int samples = num_levels * num_points;
+    for (int i = threadIdx.x; i < samples; i += blockDim.x) {
+        const int l = i / num_points;
+        sample_level[i] = makeLevel(static_cast<int64_t>(spatial_shapes[2 * l]),
+                                    static_cast<int64_t>(spatial_shapes[2 * l + 1]),
+                                    static_cast<int64_t>(level_start_index[l]), num_values);
     }
     __syncthreads();
 
-    const int threads_per_group = head_dim / kVec;
+    const int lanes = head_dim / kVec;
+    const int segment = lanes * splits;
     const long long tid = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    const long long g = tid / threads_per_group;
-    if (g >= groups) return;
-    const int lane = static_cast<int>(tid - g * threads_per_group);
-    const int group = static_cast<int>(g);  // (batch, query, head), head fastest
+    const long long g = tid / segment;
+    const int in_segment = static_cast<int>(tid - g * segment);
+    const int lane = in_segment % lanes, split = in_segment / lanes;
+    // Lanes past the last group stay for the shuffles below; splits > 1 only when segments tile warps.
+    const bool active = g < groups;
+    const int group = active ? static_cast<int>(g) : 0;  // (batch, query, head), head fastest
     const int head = group % num_heads;
     const int batch = group / num_heads / num_queries;
     const int row_stride = num_heads * head_dim;
 
     const T* vhead = value + static_cast<long long>(batch) * num_values * row_stride + head * head_dim + lane * kVec;
-    const int samples = num_levels * num_points;
     const T* loc = sampling_locations + static_cast<long long>(group) * samples * 2;
     const T* attn = attention_weights + static_cast<long long>(group) * samples;
 
@@ -56,25 +68,26 @@ __global__ void __launch_bounds__(kBlock)
     PS_UNROLL
     for (int j = 0; j < kVec; ++j) acc[j] = 0.f;
 
-    for (int l = 0; l < num_levels; ++l) {
-        const Level lv = levels[l];
+    for (int i = active ? split : samples; i < samples; i += splits) {
+        const Level lv = sample_level[i];
         if (lv.h == 0) continue;
-        const T* vlevel = vhead + static_cast<long long>(lv.start) * row_stride;
-        for (int p = 0; p < num_points; ++p) {
-            const int i = l * num_points + p;
-            const Corners c = bilinearCorners(toFloat(loc[2 * i]), toFloat(loc[2 * i + 1]), lv.h, lv.w);
-            const float a = toFloat(attn[i]);
+        const Corners c = bilinearCorners(toFloat(loc[2 * i]), toFloat(loc[2 * i + 1]), lv.h, lv.w);
+        const float a = toFloat(attn[i]);
+        const T* vlevel = vhead + lv.start * row_stride;
+        PS_UNROLL
+        for (int k = 0; k < 4; ++k) {
+            if (c.row[k] < 0) continue;
+            const Vec<T, kVec> v = *reinterpret_cast<const Vec<T, kVec>*>(vlevel + c.row[k] * row_stride);
+            const float w = a * c.w[k];
             PS_UNROLL
-            for (int k = 0; k < 4; ++k) {
-                if (c.row[k] < 0) continue;
-                const Vec<T, kVec> v =
-                    *reinterpret_cast<const Vec<T, kVec>*>(vlevel + static_cast<long long>(c.row[k]) * row_stride);
-                const float w = a * c.w[k];
-                PS_UNROLL
-                for (int j = 0; j < kVec; ++j) acc[j] += toFloat(v.v[j]) * w;
-            }
+            for (int j = 0; j < kVec; ++j) acc[j] += toFloat(v.v[j]) * w;
         }
     }
+    for (int stride = lanes; stride < segment; stride *= 2) {
+        PS_UNROLL
+        for (int j = 0; j < kVec; ++j) acc[j] += __shfl_xor_sync(0xffffffffu, acc[j], stride);
+    }
+    if (!active || split != 0) return;
     Vec<T, kVec> o;
     PS_UNROLL
     for (int j = 0; j < kVec; ++j) o.v[j] = fromFloat<T>(acc[j]);
@@ -83,11 +96,25 @@ __global__ void __launch_bounds__(kBlock)
 
 bool aligned(const void* ptr, int bytes) { return reinterpret_cast<uintptr_t>(ptr) % bytes == 0; }
 
+// Splits of each group's points: doubled while the GPU would hold fewer than `min_threads` lanes,
+// as long as segments stay powers of two within a warp (the shuffles' reach) and each split keeps
+// a point.
+int splitsFor(const Params& p, int lanes, long long min_threads) {
+    if ((lanes & (lanes - 1)) != 0) return 1;
+    const long long groups = p.batch * p.num_queries * p.num_heads;
+    const int samples = static_cast<int>(p.num_levels * p.num_points);
+    int splits = 1;
+    while (groups * lanes * splits < min_threads && lanes * splits * 2 <= kWarp && splits * 2 <= samples) splits *= 2;
+    return splits;
+}
+
 template <typename T, typename IndexT, int kVec>
 Status launchVec(const Params& p, const void* value, const void* spatial_shapes, const void* level_start_index,
                  const void* loc, const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const long long groups = p.batch * p.num_queries * p.num_heads;
-    const long long threads = groups * (p.head_dim / kVec);
+    const int lanes = static_cast<int>(p.head_dim / kVec);
+    const int splits = splitsFor(p, lanes, min_threads);
+    const long long threads = groups * lanes * splits;
     // Small problems (decoder queries) in small blocks, so that they still reach every SM.
     const int block = threads >= min_threads ? kBlock : kBlock / 4;
     const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
@@ -96,19 +123,18 @@ Status launchVec(const Params& p, const void* value, const void* spatial_shapes,
         static_cast<const IndexT*>(level_start_index), static_cast<const T*>(loc), static_cast<const T*>(attn),
         static_cast<T*>(out), static_cast<int>(p.num_values), static_cast<int>(p.num_heads),
         static_cast<int>(p.head_dim), static_cast<int>(p.num_levels), static_cast<int>(p.num_queries),
-        static_cast<int>(p.num_points), groups);
+        static_cast<int>(p.num_points), splits, groups);
     return cudaStatus(cudaGetLastError(), "MSDeformAttn: kernel launch");
 }
 
-// The widest per-thread slice, from 32 bytes (two 16-byte loads per corner) down to two
-// elements, that divides the head dim and the pointers' alignment, unless that leaves too few
-// threads to fill the GPU (decoder-sized problems): then narrower slices, more threads.
-template <typename T, typename IndexT, int kVec = 32 / sizeof(T)>
+// The widest per-lane slice, from kSliceBytes down to two elements, that divides the head dim and
+// the pointers' alignment.
+constexpr int kSliceBytes = 32;  // two 16-byte loads per corner
+template <typename T, typename IndexT, int kVec = kSliceBytes / sizeof(T)>
 Status launchTyped(const Params& p, const void* value, const void* shapes, const void* starts, const void* loc,
                    const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const int bytes = kVec * static_cast<int>(sizeof(T));
-    const long long threads = p.batch * p.num_queries * p.num_heads * (p.head_dim / kVec);
-    if (p.head_dim % kVec == 0 && aligned(value, bytes) && aligned(out, bytes) && (kVec == 2 || threads >= min_threads))
+    if (p.head_dim % kVec == 0 && aligned(value, bytes) && aligned(out, bytes))
         return launchVec<T, IndexT, kVec>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     if constexpr (kVec > 2) {
         return launchTyped<T, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
@@ -126,7 +152,7 @@ Status launchIndex(const Params& p, IndexType index_type, const void* value, con
     if (s.ok()) s = cudaStatus(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
                                "MSDeformAttn: cudaDeviceGetAttribute");
     if (!s.ok()) return s;
-    const long long min_threads = 1024LL * sms;
+    const long long min_threads = 2048LL * sms;  // as many lanes as the SMs hold
     switch (index_type) {
         case IndexType::kInt32:
             return launchTyped<T, int32_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);

@@ -254,8 +254,10 @@ def kernel_sections(results_dir: Path, out_dir: Path) -> list[str]:
             lines += [f"`{path.name}`: no `rows`; not a bench/kernels.py result, skipped.", ""]
             continue
         lines += [f"### {path.name}", "",
-                  f"Device {result.get('device')}, device-to-device copy {_fmt(result.get('copy_bandwidth_gbs'), 0)} "
-                  f"GB/s, torch {result.get('torch')}, {result.get('time')}; library: {result.get('library')}.", ""]
+                  f"Device {result.get('device')}, ceilings: device-to-device copy "
+                  f"{_fmt(result.get('copy_bandwidth_gbs'), 0)} GB/s (read + write), read "
+                  f"{_fmt(result.get('read_bandwidth_gbs'), 0)} GB/s, write {_fmt(result.get('write_bandwidth_gbs'), 0)} "
+                  f"GB/s; torch {result.get('torch')}, {result.get('time')}; library: {result.get('library')}.", ""]
         targets = result.get("targets_met", {})
         if targets:
             lines += markdown_table(["target", "met"], [[name, "yes" if ok else "**no**"] for name, ok in targets.items()])
@@ -271,7 +273,7 @@ def kernel_sections(results_dir: Path, out_dir: Path) -> list[str]:
                       color=["C0" if row.get("op") == "DynamicResize" else "C1" for row in measured])
             axis.set_yticks(range(len(measured)), names, fontsize=7)
             axis.invert_yaxis()
-            axis.set_xlabel("share of device-to-device copy bandwidth (%)")
+            axis.set_xlabel("share of the ceiling that fits its read/write mix (%)")
             axis.set_title(f"libplugserve kernels on {result.get('device')}", fontsize=10)
             png = out_dir / f"{path.stem}-bandwidth.png"
             _save(figure, png)
