@@ -326,7 +326,7 @@ bool buildStep(Node& n, Step& s) {
     if (b->getOutputShapes(n.inputExprs.data(), n.nbInputs(), n.shapeExprs.data(),
                            static_cast<int32_t>(n.shapeExprs.size()), n.outputExprs.data(), nbOutputs,
                            *n.builder) != 0)
-        return s.failed("getOutputShapes failed", "see the plugin's message in the log");
+        return s.failed("getOutputShapes failed", "the plugin's message (above) says what it needs");
     for (const DimsExprs& e : n.outputExprs)
         for (int32_t k = 0; k < e.nbDims; ++k)
             if (n.builder->find(e.d[k]) == nullptr)
@@ -447,7 +447,7 @@ Deserialized deserialize(const std::vector<uint8_t>& plan) {
 bool runtimeStep(Node& n, const Registry& registry, Step& s) {
     IPluginV3OneRuntime* built = Node::runtimeOf(n.parsed.plugin.get());
     const PluginFieldCollection* fc = built->getFieldsToSerialize();
-    if (fc == nullptr) return s.failed("getFieldsToSerialize returned null", "a glue bug: see the log");
+    if (fc == nullptr) return s.failed("getFieldsToSerialize returned null", "a glue bug: the plugin's message (above) says where");
     const std::vector<uint8_t> plan = serialize(*fc);
     s.details.set("serialized_fields", fieldsJson(fc->fields, fc->nbFields))
         .set("plan_bytes", Json(static_cast<int64_t>(plan.size())));
@@ -471,9 +471,9 @@ bool runtimeStep(Node& n, const Registry& registry, Step& s) {
         return s.failed("the restored plugin serializes to other bytes", "a glue bug: the round trip must be exact");
 
     n.runtime.reset(Node::runtimeOf(restored.get())->attachToContext(&gCapture));
-    if (!n.runtime) return s.failed("attachToContext returned null", "a glue bug: see the log");
+    if (!n.runtime) return s.failed("attachToContext returned null", "a glue bug: the plugin's message (above) says where");
     std::unique_ptr<IPluginV3> cloned(n.runtime->clone());
-    if (!cloned) return s.failed("clone returned null", "a glue bug: see the log");
+    if (!cloned) return s.failed("clone returned null", "a glue bug: the plugin's message (above) says where");
 
     Json checked = Json::array();
     for (size_t k = 0; k < n.nbPoints(); ++k) {
@@ -560,7 +560,7 @@ bool enqueueStep(Node& n, Step& s) {
             std::vector<void*> outputs(buffers.begin() + n.nbInputs(), buffers.end());
             if (ok && Node::runtimeOf(n.runtime.get())->enqueue(in.data(), out.data(), inputs.data(), outputs.data(),
                                                                  workspace, stream) != 0)
-                ok = s.failed("enqueue failed at " + label, "see the plugin's message in the log");
+                ok = s.failed("enqueue failed at " + label, "the plugin's message (above) says what it needs");
             ok = ok && cuda(cudaStreamSynchronize(stream), "kernel");
             for (int32_t j = 0; ok && j < n.nbOutputs(); ++j) {
                 int64_t bytes = elementSize(out[j].type);
@@ -601,7 +601,10 @@ Json runNode(const NodeDesc& desc, const Description& all, const Registry& regis
         s.name = name;
         gCapture.take();
         const bool ok = fn(n, registry, s);
-        for (auto& line : gCapture.take()) s.log.push_back(line);
+        const std::vector<std::string> reported = gCapture.take();
+        s.log.insert(s.log.end(), reported.begin(), reported.end());
+        // The plugin's own message names the problem better than the call that failed.
+        if (!ok && !reported.empty()) s.error += ": " + reported.back();
         Json log = Json::array();
         for (const auto& line : s.log) log.push(Json(line));
         Json step = Json::object();
