@@ -16,7 +16,7 @@ import json
 import re
 import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -84,8 +84,10 @@ def _as_float32(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str], seed: int = 0) -> Evaluation:
-    """Run the decomposed graph at every profile point and keep the tensors in `names`."""
+def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str],
+             shape_tensors: Collection[str] = (), seed: int = 0) -> Evaluation:
+    """Run the decomposed graph at every profile point and keep the tensors in `names`. The
+    profile of an input in `shape_tensors` holds its values, of any other input its shape."""
     import numpy as np
     import onnx
     import onnxruntime as ort
@@ -117,11 +119,11 @@ def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str
                     return result
                 shape = list(profile[name][j])
                 dtype = onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type)
-                rank = len(info.type.tensor_type.shape.dim)
-                # A shape tensor's profile holds its values; an ordinary input's, its shape.
-                feeds[name] = (np.array(shape, dtype) if rank == 1 and np.issubdtype(dtype, np.integer)
-                               else rng.random(shape).astype(dtype))
-            values = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
+                feeds[name] = np.array(shape, dtype) if name in shape_tensors else rng.random(shape).astype(dtype)
+            try:
+                values = dict(zip(fetch, session.run(fetch, feeds), strict=True)) if fetch else {}
+            except Exception as error:  # a graph that does not run at these shapes: no extents from it
+                return Evaluation(problem=f"the graph does not run at profile {k} {point} ({error})")
             result.points.append(f"p{k}.{point}")
             result.tensors.append({**known, **feeds, **values})
     return result
@@ -133,7 +135,8 @@ def _hex(text: str | bytes) -> str:
 
 
 def _symbol(text: str) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", text)
+    """A token the harness reads as a symbol: no whitespace, not starting like a number."""
+    name = re.sub(r"\s+", "", text)
     return name if name and not name[0].isdigit() and name[0] != "-" else f"s_{name}"
 
 
@@ -227,7 +230,7 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
                     entries = [symbolic(f"{tensor}_{j}", [int(v[j]) for v in values]) for j in range(count)]
                 body.append(f"value {i} {count} {' '.join(entries)}")
         if data_dir is not None:
-            node_dir = data_dir / _symbol(name)
+            node_dir = data_dir / re.sub(r"[^A-Za-z0-9_.-]", "_", name)
             node_dir.mkdir(parents=True, exist_ok=True)
             for point, tensors in zip(evaluation.points, evaluation.tensors, strict=True):
                 for i, tensor in enumerate(node.input):
@@ -250,8 +253,9 @@ def run_harness(description: str, harness: Path, *, enqueue: bool = False) -> di
     return json.loads(proc.stdout)
 
 
-def check(model: onnx.ModelProto, profiles: Sequence[Profile] = (), *, harness: Path | None = None,
-          enqueue: bool = False, data_dir: Path | None = None, evaluation: Evaluation | None = None) -> dict[str, Any]:
+def check(model: onnx.ModelProto, profiles: Sequence[Profile] = (), *, shape_tensors: Collection[str] = (),
+          harness: Path | None = None, enqueue: bool = False, data_dir: Path | None = None,
+          evaluation: Evaluation | None = None) -> dict[str, Any]:
     """The harness's report for every plugin node of `model` (the newest header set unless `harness`)."""
     if harness is None:
         built = harnesses()
@@ -260,7 +264,7 @@ def check(model: onnx.ModelProto, profiles: Sequence[Profile] = (), *, harness: 
         harness = list(built.values())[-1]
     if evaluation is None:
         names = {t for n in plugin_nodes(model) for t in n.input if t}
-        evaluation = evaluate(model, profiles, names)
+        evaluation = evaluate(model, profiles, names, shape_tensors)
     report = run_harness(describe(model, evaluation, data_dir), harness, enqueue=enqueue)
     report["evaluation_problem"] = evaluation.problem
     return report
@@ -302,12 +306,13 @@ def format_report(report: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def model_profiles(models_yaml: Path, name: str) -> list[dict[str, tuple]]:
-    """A model's profiles from models.yaml, with the batch dimension as TensorRT sees it."""
+def model_profiles(models_yaml: Path, name: str) -> tuple[list[dict[str, tuple]], set[str]]:
+    """A model's profiles from models.yaml (full shapes, batch first), and its shape-tensor inputs."""
     from plugserve import config
 
     spec = config.load(models_yaml)[name]
-    return [{k: (r.min, r.opt, r.max) for k, r in profile.items()} for profile in spec.profiles]
+    return ([{k: (r.min, r.opt, r.max) for k, r in profile.items()} for profile in spec.profiles],
+            {t.name for t in spec.inputs if t.shape_tensor})
 
 
 def add_check_plugins_arguments(parser: argparse.ArgumentParser) -> None:
@@ -326,13 +331,14 @@ def run_check_plugins(args: argparse.Namespace) -> int:
 
     model = onnx.load(str(args.model))
     name = args.profile_model or next((p.value for p in model.metadata_props if p.key == "plugserve.model"), None)
-    profiles = model_profiles(args.models_yaml, name) if name and args.models_yaml.is_file() else []
+    profiles, shape_tensors = (model_profiles(args.models_yaml, name) if name and args.models_yaml.is_file()
+                               else ([], set()))
     built = harnesses()
     if not built:
         raise SystemExit(f"check-plugins: no harness under {HARNESS_DIR}; run `make plugins` then plugins/check_glue.sh")
     chosen = built if args.tensorrt == "all" else {args.tensorrt or list(built)[-1]: None}
     names = {t for n in plugin_nodes(model) for t in n.input if t}
-    evaluation = evaluate(model, profiles, names)
+    evaluation = evaluate(model, profiles, names, shape_tensors)
     failed = False
     with tempfile.TemporaryDirectory() as data:
         for version in chosen:
