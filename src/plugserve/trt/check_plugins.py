@@ -97,7 +97,7 @@ def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str
 
     result = Evaluation()
     if not profiles:
-        result.problem = "no profile: give --models-yaml/--model (or profiles) for min/opt/max extents"
+        result.problem = "no profile: give --models-yaml and --profile-model (or profiles) for min/opt/max extents"
         return result
     try:
         runnable = _as_float32(decompose(model))
