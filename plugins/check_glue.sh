@@ -3,7 +3,9 @@
 # compiles the glue with -Wall -Wextra -Werror, links it into a throwaway shared object with the
 # library's version script and checks what it exports and what it needs; then, when the kernels
 # are built (make plugins), links tests/plugins/trt_glue_check.cpp with the glue and the kernels
-# and runs it (creators, fields, formats, shape checks, error reports; no GPU needed).
+# and runs it (creators, fields, formats, shape checks, error reports; no GPU needed), and links
+# the harness (harness/: the ONNX parser's, builder's and runtime's calls on described plugin
+# nodes, driven by `plugserve check-plugins`) into build/harness/<version>/plugserve_harness.
 #
 #   plugins/check_glue.sh                   every header set under .tensorrt/*/include
 #   plugins/check_glue.sh DIR [DIR...]      the given include directories
@@ -86,4 +88,17 @@ for dir in "${dirs[@]}"; do
         exit 1
     fi
     echo "   behaviour check: $result"
+
+    harness_dir=build/harness/$version
+    mkdir -p "$harness_dir"
+    harness_objs=()
+    for src in harness/*.cpp; do
+        obj="$work/$version/${src//\//_}.o"
+        "$CXX" -std=c++17 -O1 -Wall -Wextra -Werror -I. -I"$CUDA_HOME/include" -isystem "$dir" -c "$src" -o "$obj"
+        harness_objs+=("$obj")
+    done
+    "$CXX" -o "$harness_dir/plugserve_harness" "${harness_objs[@]}" \
+        $(printf '%s\n' "${objs[@]}" | grep -v '/registry.cpp.o$') "${kernels[@]}" \
+        -L"$CUDA_HOME/lib64" -lcudart_static -ldl -lpthread -lrt
+    echo "   harness: plugins/$harness_dir/plugserve_harness"
 done

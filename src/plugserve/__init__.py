@@ -6,7 +6,8 @@ The package in layers, top to bottom; a module imports only from its own layer o
     cli                                   `plugserve <command>`, each command in the module that does the work
     demo  report  perf/                   the end-to-end demo, the bench report, the perf harness
     server  client                        tritonserver's process; tritonclient wrappers
-    build                                 one model or all of models.yaml into the repository
+    build  check_plugins                  one model or all of models.yaml into the repository; plugin nodes
+                                          through TensorRT's parser, builder and runtime (plugins/harness)
     lowering/                             one module per runtime, the same face each (onnxruntime, tensorrt, torch)
     trt/  export  surgery                 the TensorRT toolkit; PyTorch -> ONNX; plugin-node graph rewrites
       runners/torch_program  torch_runner   the torch runtime's serve side (needs the ops)

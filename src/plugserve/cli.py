@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("plugserve.demo", "export, build, serve and verify both headline models"),
     "bench": ("plugserve.perf.cli", "perf sweeps over concurrency or request rate"),
     "report": ("plugserve.report", "write a Markdown report with plots from bench/results/"),
+    "check-plugins": ("plugserve.check_plugins", "each plugin node through TensorRT's parser, builder and runtime"),
 }
 
 
@@ -35,9 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     module_name, summary = COMMANDS[known.command]
     module = importlib.import_module(module_name)
     command_parser = argparse.ArgumentParser(prog=f"plugserve {known.command}", description=summary)
-    getattr(module, f"add_{known.command}_arguments")(command_parser)
+    function = known.command.replace("-", "_")
+    getattr(module, f"add_{function}_arguments")(command_parser)
     args = command_parser.parse_args(argv[1:])
-    return int(getattr(module, f"run_{known.command}")(args) or 0)
+    return int(getattr(module, f"run_{function}")(args) or 0)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugserve.ops import DOMAIN, plugin_attributes
+from plugserve.ops import DOMAIN, SHAPE_INPUT_ATTRIBUTE, plugin_attributes
 
 if TYPE_CHECKING:
     import onnx
@@ -177,7 +177,7 @@ def _dynamic_resize_node(emit, x, hw, output, mode: str, align_corners: int) -> 
     emit.graph.nodes.append(_plugin_node(emit, "DynamicResize", [x, hw], [output],
                                          {"mode": mode, "align_corners": align_corners, **plugin_attributes(),
                                           # the parser then gives the size to the plugin as a shape input
-                                          "tensorrt_plugin_shape_input_indices": [1]}, DOMAIN))
+                                          SHAPE_INPUT_ATTRIBUTE: [1]}, DOMAIN))
 
 
 def _plugin_node(emit, op: str, inputs: list, outputs: list, attrs: dict, domain: str):

@@ -36,7 +36,9 @@ def test_super_resolution_exports_one_dynamic_resize_plugin_node(exported):
     graph = exported("super_resolution")
     (node,) = nodes(graph, "DynamicResize")
     assert node.domain == "plugserve"
-    assert attributes(node) == {"mode": b"bicubic", "align_corners": 0,
+    # The parser routes `size` to the plugin's shape inputs only with the INTS attribute; without it
+    # getOutputShapes fails (tests/plugins/test_check_plugins.py runs the exported node through it).
+    assert attributes(node) == {"mode": b"bicubic", "align_corners": 0, "tensorrt_plugin_shape_input_indices": [1],
                                 "plugin_namespace": b"plugserve", "plugin_version": b"1"}
     assert list(node.input) == ["image", "size"]  # the size input feeds the plugin directly
 

@@ -13,7 +13,7 @@ LAYERS = [
     ["plugserve.cli"],
     ["plugserve.demo", "plugserve.report", "plugserve.perf"],
     ["plugserve.server", "plugserve.client"],
-    ["plugserve.build"],
+    ["plugserve.build", "plugserve.check_plugins"],
     ["plugserve.lowering"],
     ["plugserve.trt", "plugserve.export", "plugserve.surgery", "plugserve.runners.torch_program",
      "plugserve.runners.torch_runner"],

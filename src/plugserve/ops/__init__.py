@@ -17,13 +17,15 @@ from plugserve.ops.common import (
     KERNEL_DTYPES,
     PLUGIN_NAMESPACE,
     PLUGIN_VERSION,
+    SHAPE_INPUT_ATTRIBUTE,
     plugin_attributes,
     plugin_op,
     set_implementation,
     use_kernels,
 )
 
-__all__ = ["DOMAIN", "IMPLEMENTATIONS", "KERNEL_DTYPES", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "custom_translation_table",
+__all__ = ["DOMAIN", "IMPLEMENTATIONS", "KERNEL_DTYPES", "PLUGIN_NAMESPACE", "PLUGIN_VERSION", "SHAPE_INPUT_ATTRIBUTE",
+           "custom_translation_table",
            "plugin_attributes", "plugin_op", "set_implementation", "use_kernels"]
 
 

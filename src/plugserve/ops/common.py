@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 DOMAIN = "plugserve"
 PLUGIN_NAMESPACE = "plugserve"
 PLUGIN_VERSION = "1"
+# The TensorRT ONNX parser (10.1+) passes the node inputs listed in this INTS attribute to an
+# IPluginV3 as shape inputs (plugins/harness/onnx_parser.cpp cites the parser).
+SHAPE_INPUT_ATTRIBUTE = "tensorrt_plugin_shape_input_indices"
 
 
 # Which implementation the torch.library ops run: "plugserve" = the libplugserve.so kernels when
@@ -57,13 +60,14 @@ def plugin_op(op_type: str, inputs: dict[str, str], outputs: dict[str, str], att
     schema does not declare; `onnxscript.values.Opset(domain).OpType` looks the schema up in onnx's
     registry and fails for ops nobody registered. So each plugin node is described here: `inputs`
     and `outputs` map names to type strings ("T" = the float type, "I" = int32/int64, or a concrete
-    "tensor(int64)"), `attributes` map names to "int" or "string"; every plugin node also takes the
-    string attributes plugin_namespace and plugin_version.
+    "tensor(int64)"), `attributes` map names to "int", "ints" or "string"; every plugin node also
+    takes the string attributes plugin_namespace and plugin_version.
     """
     import onnx.defs
     import onnxscript
 
-    attr_types = {"int": onnx.defs.OpSchema.AttrType.INT, "string": onnx.defs.OpSchema.AttrType.STRING}
+    attr_types = {"int": onnx.defs.OpSchema.AttrType.INT, "ints": onnx.defs.OpSchema.AttrType.INTS,
+                  "string": onnx.defs.OpSchema.AttrType.STRING}
     schema = onnx.defs.OpSchema(
         op_type, domain, 1,
         inputs=[onnx.defs.OpSchema.FormalParameter(name, t) for name, t in inputs.items()],

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from plugserve import native
-from plugserve.ops.common import plugin_attributes, plugin_op, use_kernels
+from plugserve.ops.common import SHAPE_INPUT_ATTRIBUTE, plugin_attributes, plugin_op, use_kernels
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -70,10 +70,17 @@ def _(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> to
     return x.new_empty((x.shape[0], x.shape[1], ctx.new_dynamic_size(min=1), ctx.new_dynamic_size(min=1)))
 
 
+# `size` is a shape input: without the attribute the parser passes it as a 1-D device tensor,
+# whose values getOutputShapes never sees.
+SHAPE_INPUTS = [1]
+
+
 def onnx_translation(x, size, mode: str, align_corners: bool):
-    """The exporter's translation: one `plugserve::DynamicResize` node."""
-    node = plugin_op(OP_TYPE, {"x": "T", "size": "I"}, {"y": "T"}, {"mode": "string", "align_corners": "int"})
-    return node(x, size, mode=mode, align_corners=int(align_corners), **plugin_attributes())
+    """The exporter's translation: one `plugserve::DynamicResize` node, `size` marked as a shape input."""
+    node = plugin_op(OP_TYPE, {"x": "T", "size": "I"}, {"y": "T"},
+                     {"mode": "string", "align_corners": "int", SHAPE_INPUT_ATTRIBUTE: "ints"})
+    return node(x, size, mode=mode, align_corners=int(align_corners), **plugin_attributes(),
+                **{SHAPE_INPUT_ATTRIBUTE: SHAPE_INPUTS})
 
 
 def decompose(graph: gs.Graph, node: gs.Node) -> None:

@@ -6,14 +6,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from plugserve.ops.common import SHAPE_INPUT_ATTRIBUTE
 from plugserve.trt.registry import PLUGIN_NAMESPACE
 
 if TYPE_CHECKING:
     import onnx
     import onnx_graphsurgeon as gs
-
-# The ONNX parser passes these inputs of a plugin node to IPluginV3 as shape inputs (TensorRT 10.1+).
-SHAPE_INPUT_ATTRIBUTE = "tensorrt_plugin_shape_input_indices"
 
 
 @dataclass(frozen=True)
