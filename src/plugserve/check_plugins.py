@@ -96,7 +96,6 @@ def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str
     import onnxruntime as ort
     from onnx import numpy_helper
 
-
     result = Evaluation()
     if not profiles:
         result.problem = "no profile: give --models-yaml and --profile-model (or profiles) for min/opt/max extents"
@@ -203,6 +202,8 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
         body.append(f"node {_hex(name)} {_hex(node.op_type)}")
         body.extend(_attribute_line(a) for a in node.attribute)
         shape_inputs = {int(i) for a in node.attribute if a.name == SHAPE_INPUT_ATTRIBUTE for i in a.ints}
+        # The evaluation runs fp16 graphs in fp32 (see `evaluate`): the data files hold each input's own type.
+        np_types: dict[str, Any] = {}
         for i, tensor in enumerate(node.input):
             if tensor == "":
                 body.append(f"input {i} empty")
@@ -210,6 +211,7 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
             info = infos.get(tensor)
             ttype = info.type.tensor_type if info is not None else None
             elem = onnx.TensorProto.DataType.Name(ttype.elem_type) if ttype is not None and ttype.elem_type else "FLOAT"
+            np_types[tensor] = onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.DataType.Value(elem))
             samples = [t.get(tensor) for t in evaluation.tensors]
             concrete = [np.shape(s) for s in samples] if samples and all(s is not None for s in samples) else None
             dims = list(ttype.shape.dim) if ttype is not None and ttype.HasField("shape") else None
@@ -237,7 +239,7 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
             for point, tensors in zip(evaluation.points, evaluation.tensors, strict=True):
                 for i, tensor in enumerate(node.input):
                     if tensor in tensors:
-                        np.ascontiguousarray(tensors[tensor]).tofile(node_dir / f"in{i}.{point}.bin")
+                        np.ascontiguousarray(tensors[tensor], np_types[tensor]).tofile(node_dir / f"in{i}.{point}.bin")
             body.append(f"data {node_dir}")
         body.append("end")
     lines.extend(f"sym {name} {' '.join(map(str, values))}" for name, values in symbols.items())
