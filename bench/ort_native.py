@@ -27,8 +27,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from plugserve import plugins
+from plugserve import native
 from plugserve.export import export_onnx
+from plugserve.runners.contract import ONNXRUNTIME_OPTIONS_PARAMETER
 from plugserve.runners.onnxruntime_runner import session_options
 from plugserve.surgery import decompose
 
@@ -46,14 +47,17 @@ def graphs(model: str) -> dict[str, onnx.ModelProto]:
     if not path.is_file():
         RESULTS.mkdir(parents=True, exist_ok=True)
         export_onnx(model, path)
-    native = onnx.load(str(path))
-    return {"native": native, "decomposed": decompose(native)}
+    plugin_graph = onnx.load(str(path))
+    return {"native": plugin_graph, "decomposed": decompose(plugin_graph)}
 
 
 def make_session(graph: onnx.ModelProto, variant: str, instances: int, profile_dir: str | None = None):
-    options = session_options({"instance_group": [{"count": instances}]})
-    if variant == "native":
-        options.register_custom_ops_library(str(plugins.onnxruntime_library()))
+    # As the lowering writes config.pbtxt, so the library is registered by the runner's own code.
+    library = native.onnxruntime_library()
+    ops = {"ops": variant, "library": library.name} if variant == "native" else {"ops": variant}
+    config = {"instance_group": [{"count": instances}],
+              "parameters": {ONNXRUNTIME_OPTIONS_PARAMETER: {"string_value": json.dumps(ops)}}}
+    options = session_options(config, str(library.parent))
     if profile_dir:
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(profile_dir, variant)
@@ -112,10 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="also print ORT profiler shares per op type")
     parser.add_argument("--profile-runs", type=int, default=10)
     args = parser.parse_args(argv)
-    if plugins.onnxruntime_library() is None:
+    if native.onnxruntime_library() is None:
         raise SystemExit("ort_native: libplugserve_ort.so not built (make plugins with ONNX Runtime headers)")
     cores = len(os.sched_getaffinity(0))
-    print(f"ONNX Runtime {ort.__version__}, {cores} cores, {plugins.onnxruntime_library()}")
+    print(f"ONNX Runtime {ort.__version__}, {cores} cores, {native.onnxruntime_library()}")
     print(f"{'model':<20}{'c':>3}{'native /s':>12}{'decomposed /s':>15}{'ratio':>8}{'native p50 ms':>15}"
           f"{'decomposed p50 ms':>19}")
     rows = []

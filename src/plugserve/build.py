@@ -77,7 +77,10 @@ def build_model(
     try:
         staged_version.mkdir(parents=True)
         lowered = lowering_module.lower(spec, staged_version, precision)
-        config = repository.config_dict(spec, lowered.backend, lowered.parameters, lowered.config_updates)
+        # Where commit() will have moved the staged version: config.pbtxt may name its files absolutely.
+        updates = repository.resolve_version_files(lowered.config_updates, staged_version,
+                                                   repository_dir.resolve() / spec.name / str(version))
+        config = repository.config_dict(spec, lowered.backend, lowered.parameters, updates)
         staged_config = repository.write_config(config, staged_model / repository.CONFIG_NAME)
         manifest = repository.write_manifest(
             staged_version,

@@ -23,6 +23,10 @@ DEFAULT_RUNTIME = "onnxruntime"
 # program is executed ("auto" = CUDA graphs on GPU instances, eager on CPU ones).
 TORCH_OPS = ("plugserve", "reference")
 TORCH_ACCELERATIONS = ("auto", "none", "cuda_graphs", "compile")
+# `runtime: onnxruntime` options: how ONNX Runtime runs the plugin nodes ("native" = the plugserve
+# custom ops of libplugserve_ort.so, "decomposed" = rewritten into standard ops). Unset, the build
+# takes native when it finds the library (plugserve.native.onnxruntime_library()).
+ONNXRUNTIME_OPS = ("native", "decomposed")
 
 
 class ConfigError(ValueError):
@@ -68,6 +72,11 @@ class TorchOptions:
     acceleration: str = "auto"
 
 
+@dataclass(frozen=True)
+class OnnxRuntimeOptions:
+    ops: str | None = None  # None: decided at build time by whether the library is there
+
+
 DEFAULT_CACHE_DIR = (
     Path(os.environ.get("PLUGSERVE_CACHE_DIR", Path.home() / ".cache" / "plugserve")) / "tensorrt"
 )
@@ -100,6 +109,7 @@ class ModelSpec:
     instance_groups: tuple[InstanceGroup, ...]
     torch: TorchOptions = TorchOptions()
     tensorrt: TensorRTSettings = TensorRTSettings()
+    onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
 
     def model_name(self) -> str:
         """The plugserve model the entry is built from; an entry with a ready ONNX file has none."""
@@ -213,7 +223,7 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
     reader.no_unknown(
         entry,
         ("source", "inputs", "outputs", "profiles", "precisions", "runtime", "max_batch_size",
-         "dynamic_batching", "instance_groups", "torch", "tensorrt"),
+         "dynamic_batching", "instance_groups", "torch", "tensorrt", "onnxruntime"),
         path,
     )
     source_model, checkpoint, onnx_path = _parse_source(reader, reader.field(entry, "source", path), path, base_dir)
@@ -239,8 +249,20 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
     )
     torch_options = _parse_torch_options(reader, entry.get("torch"), f"{path}.torch", runtime, groups)
     tensorrt_settings = _parse_tensorrt_settings(reader, entry.get("tensorrt"), f"{path}.tensorrt", base_dir)
+    onnxruntime_options = _parse_onnxruntime_options(reader, entry.get("onnxruntime"), f"{path}.onnxruntime", runtime)
     return ModelSpec(name, source_model, checkpoint, onnx_path, inputs, outputs, profiles, precisions, runtime,
-                     max_batch_size, batching, groups, torch_options, tensorrt_settings)
+                     max_batch_size, batching, groups, torch_options, tensorrt_settings, onnxruntime_options)
+
+
+def _parse_onnxruntime_options(reader: _Reader, value: Any, path: str, runtime: str) -> OnnxRuntimeOptions:
+    if value is None:
+        return OnnxRuntimeOptions()
+    if runtime != "onnxruntime":
+        raise reader.fail(path, f"applies to runtime onnxruntime only, this model's runtime is {runtime!r}")
+    options = reader.mapping(value, path)
+    reader.no_unknown(options, ("ops",), path)
+    ops = options.get("ops")
+    return OnnxRuntimeOptions(None if ops is None else reader.string(ops, f"{path}.ops", ONNXRUNTIME_OPS))
 
 
 def _parse_torch_options(

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,33 @@ ONNX_FILE = "model.onnx"  # the name the onnxruntime runner loads
 PLAN_FILE = "model.plan"  # tritonserver's default file name for platform tensorrt_plan
 PROGRAM_FILE = "model.pt2"  # the torch.export program the torch runner loads
 WARMUP_DIR = "warmup"  # tritonserver reads model_warmup input_data_file from <model>/warmup/
+
+
+@dataclass(frozen=True)
+class VersionFile:
+    """A config.pbtxt value that must be the absolute path of a file of the version being built.
+
+    A lowering writes into a staging directory that is renamed into the repository after the
+    config is written, so it cannot know that path; build.py replaces each VersionFile with it
+    (`resolve_version_files`). Triton's own backends open such paths as given (e.g. the
+    onnxruntime backend dlopens `model_operations.op_library_filename`), not relative to the model.
+    """
+
+    name: str
+
+
+def resolve_version_files(value: Any, staged_dir: Path, final_dir: Path) -> Any:
+    """`value` (a config dict or part of one) with every VersionFile turned into its path under
+    `final_dir`, the version's absolute path once committed; the file must exist in `staged_dir`."""
+    if isinstance(value, VersionFile):
+        if not (staged_dir / value.name).is_file():
+            raise FileNotFoundError(f"config names {value.name} of the version directory, which the build did not write")
+        return str(final_dir / value.name)
+    if isinstance(value, dict):
+        return {key: resolve_version_files(item, staged_dir, final_dir) for key, item in value.items()}
+    if isinstance(value, list):
+        return [resolve_version_files(item, staged_dir, final_dir) for item in value]
+    return value
 
 
 def runner_spec(spec: ModelSpec) -> dict[str, Any]:

@@ -16,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from onnx import TensorProto, helper
 
-from plugserve import ops, plugins
+from plugserve import native, ops
 from plugserve.ops import ms_deform_attn
 from plugserve.ops.graph import single_node_model
 from plugserve.surgery import decompose, pluginize
 
 ort = pytest.importorskip("onnxruntime")
-LIBRARY = plugins.onnxruntime_library()
+LIBRARY = native.onnxruntime_library()
 pytestmark = pytest.mark.skipif(LIBRARY is None, reason="libplugserve_ort.so not built (make plugins with ORT headers)")
 PLUGIN_ATTRS = {"plugin_namespace": "plugserve", "plugin_version": "1"}
 

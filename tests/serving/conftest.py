@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 import yaml
 
-from plugserve import build, config
+from plugserve import build, config, native
 from plugserve.client import Client
 from plugserve.server import TritonServer
 
 ROOT = Path(__file__).resolve().parents[2]
+# Beside each model, with the library built, its decomposed build under this suffix: native and
+# decomposed answers compared on one server.
+DECOMPOSED = "_decomposed"
+
+
+@pytest.fixture(scope="session")
+def decomposed_twin():
+    """`decomposed_twin(model)`: the name the decomposed build of `model` is served under."""
+    return lambda model: model + DECOMPOSED
 
 
 @pytest.fixture(scope="session")
@@ -21,7 +31,7 @@ def specs():
 
 @pytest.fixture(scope="session")
 def served_repository(tmp_path_factory, export_path) -> Path:
-    """The project's models.yaml built for onnxruntime.
+    """The project's models.yaml built for onnxruntime (ops native where libplugserve_ort.so is built).
 
     Each model's source is the session's shared export of it (ONNX with plugin nodes, which the
     onnxruntime lowering decomposes, as `plugserve build` does after exporting): the deformable
@@ -33,6 +43,11 @@ def served_repository(tmp_path_factory, export_path) -> Path:
     repository = tmp_path_factory.mktemp("serving") / "model_repository"
     for spec in config.parse(tree, base_dir=ROOT).values():
         build.build_model(spec, repository, runtime="onnxruntime")
+        if native.onnxruntime_library() is not None:
+            twin = dataclasses.replace(spec, name=spec.name + DECOMPOSED,
+                                       onnxruntime=config.OnnxRuntimeOptions("decomposed"),
+                                       instance_groups=(config.InstanceGroup(1, "KIND_CPU"),))
+            build.build_model(twin, repository, runtime="onnxruntime")
     return repository
 
 

@@ -34,6 +34,7 @@ def snapshot(root: Path) -> dict[str, str]:
 def test_a_build_writes_the_model_the_runner_the_config_and_a_manifest(tiny_models_yaml, tmp_path):
     import onnxruntime as ort
 
+    tiny_models_yaml.write_text(tiny_models_yaml.read_text() + "    onnxruntime: {ops: decomposed}\n")
     repo = tmp_path / "repo"
     (result,) = build.build(tiny_models_yaml, repo, log=quiet)
 
@@ -44,6 +45,8 @@ def test_a_build_writes_the_model_the_runner_the_config_and_a_manifest(tiny_mode
     config = repository.read_config(repo / "tiny" / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size == 4
     assert contract.SPEC_PARAMETER in repository.read_parameters(config)
+    assert repository.read_parameters(config)[contract.ONNXRUNTIME_OPTIONS_PARAMETER] == '{"ops":"decomposed"}'
+    assert not config.HasField("model_operations")
 
     manifest = repository.read_manifest(version_dir)
     assert manifest["model"] == "tiny" and manifest["version"] == 1
@@ -52,6 +55,7 @@ def test_a_build_writes_the_model_the_runner_the_config_and_a_manifest(tiny_mode
     assert manifest["config_sha256"] == repository.sha256_file(repo / "tiny" / "config.pbtxt")
     assert {"onnx", "onnxruntime", "python", "plugserve"} <= manifest["versions"].keys()
     assert manifest["built_at"].endswith("+00:00")
+    assert manifest["onnxruntime"] == {"ops": "decomposed"}
     assert repository.verify_manifest(version_dir) == []
 
     session = ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -58,6 +58,11 @@ def layer(name: str) -> int:
     return max(matches)[1]
 
 
+def test_every_module_has_a_layer():
+    for name in modules():
+        layer(name)
+
+
 def test_no_module_imports_from_a_layer_above_its_own():
     known = modules()
     upward = [f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"

@@ -102,14 +102,15 @@ def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str,
     """Senders that call one ONNX Runtime session from this process with the served model's inputs.
 
     The session is made as one instance of the onnxruntime runner makes it (CPU provider, the
-    instance's share of the cores) and is fed as the runner feeds it: a shape tensor's batch rows
-    collapse to its one row of values.
+    instance's share of the cores, with native ops the version directory's custom-op library) and
+    is fed as the runner feeds it: a shape tensor's batch rows collapse to its one row of values.
     """
     import onnxruntime as ort
 
     from plugserve.runners.onnxruntime_runner import session_options
 
-    session = ort.InferenceSession(str(onnx_path), session_options(config), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), session_options(config, str(onnx_path.parent)),
+                                   providers=["CPUExecutionProvider"])
     spec = contract.spec_from_config(config)
     feed = contract.feed(spec, [inputs])
     output_names = contract.output_names(spec)

@@ -19,6 +19,9 @@ import numpy as np
 SPEC_PARAMETER = "plugserve_spec"
 # Key of the parameter with the torch runner's options (program file, precision, ops, acceleration).
 TORCH_OPTIONS_PARAMETER = "plugserve_torch"
+# Key of the parameter with the onnxruntime runner's options (JSON): {"ops": "native" | "decomposed"},
+# and with native ops "library", the custom-op library's file name in the version directory.
+ONNXRUNTIME_OPTIONS_PARAMETER = "plugserve_onnxruntime"
 
 # Triton data type names (config.pbtxt `TYPE_<name>`) -> numpy dtype names (bfloat16 has no numpy
 # dtype: torch and ONNX know it by this name).

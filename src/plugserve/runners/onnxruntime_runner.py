@@ -31,16 +31,30 @@ except ModuleNotFoundError:  # imported outside Triton by `plugserve bench --in-
 MODEL_FILE = "model.onnx"
 
 
-def session_options(model_config):
+def session_options(model_config, version_dir):
     """ONNX Runtime options for one instance of the model: the machine's cores shared out among its
-    instances. Instances that each take every core oversubscribe them; and on a few cores, requests
-    run side by side on one thread each outrun one request on all of them (super_resolution on 2
-    cores: 24.4 against 19.8 images/s), which is why models.yaml gives CPU models 2 instances.
+    instances, and with native ops the version directory's custom-op library registered.
+
+    Instances that each take every core oversubscribe them; and on a few cores, requests run side
+    by side on one thread each outrun one request on all of them (super_resolution on 2 cores: 24.4
+    against 19.8 images/s), which is why models.yaml gives CPU models 2 instances.
     """
     instances = sum(int(group.get("count", 1)) for group in model_config.get("instance_group", [])) or 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     options = ort.SessionOptions()
     options.intra_op_num_threads = max(1, cores // instances)
+    parameter = model_config.get("parameters", {}).get(contract.ONNXRUNTIME_OPTIONS_PARAMETER)
+    # A version built before the parameter existed has a decomposed graph.
+    ops = json.loads(parameter["string_value"]) if parameter else {"ops": "decomposed"}
+    if ops["ops"] == "native":
+        library = os.path.join(version_dir, ops["library"])
+        if not os.path.isfile(library):
+            raise RuntimeError(f"ops native: the custom-op library {library} is missing from the version directory")
+        try:
+            options.register_custom_ops_library(library)
+        except Exception as error:  # noqa: BLE001 - ORT raises its own Fail/RuntimeException types
+            raise RuntimeError(f"ops native: ONNX Runtime {ort.__version__} cannot register {library}: {error}") \
+                from error
     return options
 
 
@@ -49,8 +63,13 @@ class TritonPythonModel:
         config = json.loads(args["model_config"])
         self.spec = contract.spec_from_config(config)
         self.output_names = contract.output_names(self.spec)
-        path = os.path.join(args["model_repository"], args["model_version"], MODEL_FILE)
-        self.session = ort.InferenceSession(path, session_options(config), providers=["CPUExecutionProvider"])
+        version_dir = os.path.join(args["model_repository"], args["model_version"])
+        try:
+            self.session = ort.InferenceSession(os.path.join(version_dir, MODEL_FILE),
+                                                session_options(config, version_dir),
+                                                providers=["CPUExecutionProvider"])
+        except Exception as error:  # noqa: BLE001 - named, so the server log says which model and why
+            raise pb_utils.TritonModelException(f"{config['name']}: {error}") from error
         onnx_inputs = {i.name for i in self.session.get_inputs()}
         missing = [t["name"] for t in self.spec["inputs"] if t["name"] not in onnx_inputs]
         if missing:
