@@ -30,4 +30,6 @@ for model in "${to_build[@]}"; do
     plugserve build --runtime tensorrt --repository "${repository}" --model "${model}" --keep 2
 done
 # tritonserver's log goes beside the repository, on the volume: docker compose exec plugserve tail -f it.
-exec plugserve serve --repository "${repository}" --log "${repository%/*}/tritonserver.log"
+# Every interface inside the container, for Docker's port publishing to reach it; compose.yaml
+# publishes the ports on the host's 127.0.0.1 only.
+exec plugserve serve --host 0.0.0.0 --repository "${repository}" --log "${repository%/*}/tritonserver.log"

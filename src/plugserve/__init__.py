@@ -5,7 +5,8 @@ The package in layers, top to bottom; a module imports only from its own layer o
 
     cli                                   `plugserve <command>`, each command in the module that does the work
     demo  report  perf/                   the end-to-end demo, the bench report, the perf harness
-    server  client                        tritonserver's process; tritonclient wrappers
+    serve  server  watchdog  client       `plugserve serve`; tritonserver's process and model loading;
+                                          dead instances reloaded; tritonclient wrappers
     build  check_plugins                  one model or all of models.yaml into the repository; plugin nodes
                                           through TensorRT's parser, builder and runtime (plugins/harness)
     lowering/                             one module per runtime, the same face each (onnxruntime, tensorrt, torch)

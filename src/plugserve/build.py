@@ -48,8 +48,10 @@ def build_model(
     runtime: str | None = None,
     precision: str | None = None,
     keep: int | None = None,
+    log: Callable[[str], None] = print,
 ) -> BuildResult:
-    """Build one new version of `spec` into the repository; prune to the newest `keep` versions."""
+    """Build one new version of `spec` into the repository; prune to the newest `keep` versions
+    (never one a running server has loaded). Builds of one repository take turns (`build_lock`)."""
     started = time.perf_counter()
     runtime = runtime or spec.runtime
     lowering_module = lowering.load(runtime, f"models.yaml: models.{spec.name}.runtime")
@@ -66,6 +68,13 @@ def build_model(
             raise ConfigError(f"models.yaml: models.{spec.name}.source.{field_name}: file {given} does not exist")
     source = source_file(spec)
 
+    with repository.build_lock(repository_dir, lambda path: log(f"build: waiting for another build of "
+                                                                 f"{repository_dir} (lock {path})")):
+        return _build_locked(spec, repository_dir, lowering_module, runtime, precision, source, keep, started, log)
+
+
+def _build_locked(spec: ModelSpec, repository_dir: Path, lowering_module: Any, runtime: str, precision: str,
+                  source: Path, keep: int | None, started: float, log: Callable[[str], None]) -> BuildResult:
     model_dir = repository_dir / spec.name
     version = max(repository.versions(model_dir), default=0) + 1
     root = repository.staging_root(repository_dir)
@@ -80,8 +89,12 @@ def build_model(
         # Where commit() will have moved the staged version: config.pbtxt may name its files absolutely.
         updates = repository.resolve_version_files(lowered.config_updates, staged_version,
                                                    repository_dir.resolve() / spec.name / str(version))
+        if "model_warmup" not in updates:  # every runtime warms up at the profiles' opt shapes
+            updates["model_warmup"] = repository.warmup_requests(spec, staged_model / repository.WARMUP_DIR,
+                                                                 str(version))
         config = repository.config_dict(spec, lowered.backend, lowered.parameters, updates)
         staged_config = repository.write_config(config, staged_model / repository.CONFIG_NAME)
+        shutil.copyfile(staged_config, staged_version / repository.SERVED_CONFIG_NAME)
         manifest = repository.write_manifest(
             staged_version,
             staged_config,
@@ -102,8 +115,13 @@ def build_model(
         shutil.rmtree(staging, ignore_errors=True)
         repository.remove_if_empty(root)
     if keep is not None:
-        repository.prune(model_dir, keep, root)
+        in_use = repository.loaded_by_servers(repository_dir).get(spec.name, {})
+        removed = repository.prune(model_dir, keep, root, in_use)
         repository.remove_if_empty(root)
+        kept = [f"version {v} (loaded by the server of pid {pid})" for v, pid in sorted(in_use.items())
+                if v in repository.versions(model_dir)[:-keep]]
+        log(f"build: --keep {keep} removed {spec.name} version(s) {removed or 'none'}"
+            + (f"; kept {', '.join(kept)}" if kept else ""))
     return BuildResult(spec.name, version, model_dir / str(version), manifest, time.perf_counter() - started)
 
 
@@ -123,7 +141,7 @@ def build(
         raise ConfigError(f"{config_path.name}: no model(s) {unknown} under `models` (known: {', '.join(specs)})")
     results = []
     for name in models or list(specs):
-        result = build_model(specs[name], repository_dir, runtime=runtime, precision=precision, keep=keep)
+        result = build_model(specs[name], repository_dir, runtime=runtime, precision=precision, keep=keep, log=log)
         log(
             f"build: {name} version {result.version} ({result.manifest['runtime']}, {result.manifest['precision']})"
             f" -> {result.path} in {result.seconds:.1f} s"

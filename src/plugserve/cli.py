@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pluginize": ("plugserve.surgery", "rewrite Resize and legacy plugin nodes into plugserve plugin nodes"),
     "decompose": ("plugserve.surgery", "rewrite plugserve plugin nodes into standard ONNX ops"),
     "build": ("plugserve.build", "build model_repository/<model>/<version>/ from models.yaml"),
-    "serve": ("plugserve.server", "run tritonserver on a model repository"),
+    "serve": ("plugserve.serve", "run tritonserver on a model repository"),
     "infer": ("plugserve.client", "send a request to a served model and optionally check it"),
     "demo": ("plugserve.demo", "export, build, serve and verify both headline models"),
     "bench": ("plugserve.perf.cli", "perf sweeps over concurrency or request rate"),

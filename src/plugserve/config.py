@@ -40,6 +40,9 @@ class TensorSpec:
     dims: tuple[int, ...]  # without the batch dimension; -1 = any size
     # A shape tensor's *values* matter (e.g. the requested output size): its profile bounds values, not dims.
     shape_tensor: bool = False
+    # Requests with a NaN or infinity in this input are refused (one NaN pixel turns the encoder's whole
+    # output into NaN); default: true for float inputs.
+    reject_non_finite: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,16 @@ class Range:
 class DynamicBatching:
     preferred_batch_size: tuple[int, ...]
     max_queue_delay_microseconds: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    """models.yaml `budget:`, the most a request and a batch may cost, in elements (a request's cost:
+    its largest input or output, runners/contract.request_elements). None: the largest request the
+    profiles allow, for both."""
+
+    request_elements: int | None = None
+    batch_elements: int | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,10 @@ class ModelSpec:
     torch: TorchOptions = TorchOptions()
     tensorrt: TensorRTSettings = TensorRTSettings()
     onnxruntime: OnnxRuntimeOptions = OnnxRuntimeOptions()
+    budget: Budget = Budget()
+    # config.pbtxt version_policy in Triton's JSON form: {"latest": {"num_versions": n}}, {"all": {}}
+    # or {"specific": {"versions": [...]}}.
+    version_policy: tuple[tuple[str, Any], ...] = (("latest", {"num_versions": 1}),)
 
     def model_name(self) -> str:
         """The plugserve model the entry is built from; an entry with a ready ONNX file has none."""
@@ -214,7 +231,19 @@ def parse(tree: Any, base_dir: Path, label: str = "models.yaml") -> dict[str, Mo
     models = reader.mapping(reader.field(top, "models", "top level"), "models")
     if not models:
         raise reader.fail("models", "expected at least one model")
+    for name in models:
+        check_model_name(reader, name)
     return {name: _parse_model(reader, name, entry, base_dir) for name, entry in models.items()}
+
+
+# Triton's model names are directory names of the repository: nothing that leaves it or hides in it.
+MODEL_NAME_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def check_model_name(reader: _Reader, name: Any) -> None:
+    if not isinstance(name, str) or not name or name.startswith(".") or not set(name) <= MODEL_NAME_CHARACTERS:
+        raise reader.fail(f"models.{name}", "a model name must be letters, digits, '_', '-' or '.', not start with "
+                                            "'.', and hold no path separator")
 
 
 def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> ModelSpec:
@@ -223,13 +252,13 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
     reader.no_unknown(
         entry,
         ("source", "inputs", "outputs", "profiles", "precisions", "runtime", "max_batch_size",
-         "dynamic_batching", "instance_groups", "torch", "tensorrt", "onnxruntime"),
+         "dynamic_batching", "instance_groups", "torch", "tensorrt", "onnxruntime", "budget", "version_policy"),
         path,
     )
     source_model, checkpoint, onnx_path = _parse_source(reader, reader.field(entry, "source", path), path, base_dir)
     max_batch_size = reader.integer(reader.field(entry, "max_batch_size", path, 0), f"{path}.max_batch_size", 0)
     inputs = _parse_tensors(reader, reader.field(entry, "inputs", path), f"{path}.inputs")
-    outputs = _parse_tensors(reader, reader.field(entry, "outputs", path), f"{path}.outputs")
+    outputs = _parse_tensors(reader, reader.field(entry, "outputs", path), f"{path}.outputs", inputs=False)
     profiles = tuple(
         _parse_profile(reader, profile, f"{path}.profiles[{i}]", inputs, max_batch_size)
         for i, profile in enumerate(reader.items(reader.field(entry, "profiles", path), f"{path}.profiles"))
@@ -251,7 +280,36 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
     tensorrt_settings = _parse_tensorrt_settings(reader, entry.get("tensorrt"), f"{path}.tensorrt", base_dir)
     onnxruntime_options = _parse_onnxruntime_options(reader, entry.get("onnxruntime"), f"{path}.onnxruntime", runtime)
     return ModelSpec(name, source_model, checkpoint, onnx_path, inputs, outputs, profiles, precisions, runtime,
-                     max_batch_size, batching, groups, torch_options, tensorrt_settings, onnxruntime_options)
+                     max_batch_size, batching, groups, torch_options, tensorrt_settings, onnxruntime_options,
+                     _parse_budget(reader, entry.get("budget"), f"{path}.budget"),
+                     _parse_version_policy(reader, entry.get("version_policy"), f"{path}.version_policy"))
+
+
+def _parse_budget(reader: _Reader, value: Any, path: str) -> Budget:
+    if value is None:
+        return Budget()
+    budget = reader.mapping(value, path)
+    reader.no_unknown(budget, ("request_elements", "batch_elements"), path)
+    return Budget(*(None if budget.get(key) is None else reader.integer(budget[key], f"{path}.{key}", 1)
+                    for key in ("request_elements", "batch_elements")))
+
+
+def _parse_version_policy(reader: _Reader, value: Any, path: str) -> tuple[tuple[str, Any], ...]:
+    """`latest: N`, `all: true` or `specific: [versions]` -> Triton's version_policy."""
+    if value is None:
+        return (("latest", {"num_versions": 1}),)
+    policy = reader.mapping(value, path)
+    reader.no_unknown(policy, ("latest", "all", "specific"), path)
+    if len(policy) != 1:
+        raise reader.fail(path, "expected exactly one of latest, all, specific")
+    kind, item = next(iter(policy.items()))
+    if kind == "latest":
+        return (("latest", {"num_versions": reader.integer(item, f"{path}.latest", 1)}),)
+    if kind == "all":
+        if not reader.boolean(item, f"{path}.all"):
+            raise reader.fail(f"{path}.all", "only `all: true` means something")
+        return (("all", {}),)
+    return (("specific", {"versions": list(reader.integers(item, f"{path}.specific", minimum=1))}),)
 
 
 def _parse_onnxruntime_options(reader: _Reader, value: Any, path: str, runtime: str) -> OnnxRuntimeOptions:
@@ -316,12 +374,12 @@ def _parse_source(reader: _Reader, value: Any, path: str, base_dir: Path) -> tup
     return model, base_dir / reader.string(checkpoint, f"{path}.checkpoint"), None
 
 
-def _parse_tensors(reader: _Reader, value: Any, path: str) -> tuple[TensorSpec, ...]:
+def _parse_tensors(reader: _Reader, value: Any, path: str, *, inputs: bool = True) -> tuple[TensorSpec, ...]:
     tensors: list[TensorSpec] = []
     for i, item in enumerate(reader.items(value, path)):
         item_path = f"{path}[{i}]"
         item = reader.mapping(item, item_path)
-        reader.no_unknown(item, ("name", "dtype", "dims", "shape_tensor"), item_path)
+        reader.no_unknown(item, ("name", "dtype", "dims", "shape_tensor", "reject_non_finite"), item_path)
         name = reader.string(reader.field(item, "name", item_path), f"{item_path}.name")
         dtype = reader.string(reader.field(item, "dtype", item_path), f"{item_path}.dtype", TENSOR_DTYPES)
         dims = reader.integers(reader.field(item, "dims", item_path), f"{item_path}.dims", minimum=-1)
@@ -332,7 +390,11 @@ def _parse_tensors(reader: _Reader, value: Any, path: str) -> tuple[TensorSpec, 
             raise reader.fail(item_path, "a shape tensor needs dtype INT32 or INT64 and dims [n] with n >= 1")
         if any(t.name == name for t in tensors):
             raise reader.fail(f"{item_path}.name", f"duplicate name {name!r}")
-        tensors.append(TensorSpec(name, dtype, dims, shape_tensor))
+        floats = inputs and dtype in ("FP32", "FP16") and not shape_tensor
+        reject = reader.boolean(item.get("reject_non_finite", floats), f"{item_path}.reject_non_finite")
+        if reject and not floats:
+            raise reader.fail(f"{item_path}.reject_non_finite", "applies to float inputs only")
+        tensors.append(TensorSpec(name, dtype, dims, shape_tensor, reject))
     return tuple(tensors)
 
 

@@ -21,8 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from plugserve.config import ModelSpec
+from plugserve.runners import contract
 
 CONFIG_NAME = "config.pbtxt"
+# The version's own copy of the config it was built with (hashed in its manifest): the model's
+# config.pbtxt is replaced by each build, so an older version is served from this copy.
+SERVED_CONFIG_NAME = "served_config.pbtxt"
 MANIFEST_NAME = "manifest.json"
 ONNX_FILE = "model.onnx"  # the name the onnxruntime runner loads
 PLAN_FILE = "model.plan"  # tritonserver's default file name for platform tensorrt_plan
@@ -61,14 +65,21 @@ def runner_spec(spec: ModelSpec) -> dict[str, Any]:
     """What a python-backend runner needs from models.yaml to check requests (JSON-serialisable)."""
 
     def tensors(items):
-        return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "shape_tensor": t.shape_tensor} for t in items]
+        return [{"name": t.name, "dtype": t.dtype, "dims": list(t.dims), "shape_tensor": t.shape_tensor,
+                 "reject_non_finite": t.reject_non_finite} for t in items]
 
-    return {
+    found = {
         "inputs": tensors(spec.inputs),
         "outputs": tensors(spec.outputs),
         "profiles": [{name: r.as_dict() for name, r in profile.items()} for profile in spec.profiles],
         "max_batch_size": spec.max_batch_size,
     }
+    # The largest request the profiles allow: the default of both budgets.
+    largest = max(contract.request_elements(found, {t.name: profile[t.name].max for t in spec.inputs})
+                  for profile in spec.profiles)
+    found["budget"] = {"request_elements": spec.budget.request_elements or largest,
+                       "batch_elements": spec.budget.batch_elements or largest}
+    return found
 
 
 def config_dict(
@@ -93,6 +104,7 @@ def config_dict(
         "input": tensors(spec.inputs),
         "output": tensors(spec.outputs),
         "instance_group": [{"count": g.count, "kind": g.kind} for g in spec.instance_groups],
+        "version_policy": dict(spec.version_policy),
         "parameters": {key: {"string_value": value} for key, value in (parameters or {}).items()},
     }
     if spec.dynamic_batching is not None:
@@ -102,6 +114,33 @@ def config_dict(
         }
     config.update(updates or {})
     return config
+
+
+def warmup_requests(spec: ModelSpec, warmup_dir: Path, version: str, data: str = "zero_data") -> list[dict[str, Any]]:
+    """config.pbtxt model_warmup: one request per profile at its opt shapes, sent to every instance as
+    it loads. Shape tensors need real values, which tritonserver reads from files in <model>/warmup/
+    (named per version: versions share the folder). `data` fills the other inputs: zeros by default,
+    since Triton's random bytes can be NaN, which the runners refuse."""
+    import numpy as np
+
+    requests = []
+    for index, profile in enumerate(spec.profiles):
+        ordinary = [name for name in profile if not spec.input(name).shape_tensor]
+        batch = profile[ordinary[0]].opt[0] if spec.max_batch_size > 0 and ordinary else 1
+        inputs: dict[str, Any] = {}
+        for name, bounds in profile.items():
+            tensor = spec.input(name)
+            entry: dict[str, Any] = {"data_type": f"TYPE_{tensor.dtype}"}
+            if tensor.shape_tensor:
+                file_name = f"v{version}_profile{index}_{name}"
+                warmup_dir.mkdir(parents=True, exist_ok=True)
+                (warmup_dir / file_name).write_bytes(np.array(bounds.opt, dtype=contract.DTYPES[tensor.dtype]).tobytes())
+                entry.update(dims=list(tensor.dims), input_data_file=file_name)
+            else:
+                entry.update({"dims": list(bounds.opt[1:] if spec.max_batch_size > 0 else bounds.opt), data: True})
+            inputs[name] = entry
+        requests.append({"name": f"profile{index}_opt", "batch_size": batch, "inputs": inputs})
+    return requests
 
 
 def to_message(config: dict[str, Any]):
@@ -178,6 +217,46 @@ def verify_manifest(version_dir: Path) -> list[str]:
     )
 
 
+def version_problems(model_dir: Path, version: int, *, newest: bool = False) -> list[str]:
+    """Why a version must not be served, one line per file (empty: every file matches its manifest,
+    and its config is the one it was built with). The newest version is served by the model's
+    config.pbtxt, which must then be the one its build wrote."""
+    version_dir = model_dir / str(version)
+    try:
+        manifest = read_manifest(version_dir)
+    except FileNotFoundError:
+        return [f"{MANIFEST_NAME} is missing"]
+    except (ValueError, OSError) as error:
+        return [f"{MANIFEST_NAME} is unreadable: {error}"]
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("artifacts"), dict):
+        return [f"{MANIFEST_NAME} has no artifacts table"]
+    problems = [f"{name} does not match {MANIFEST_NAME}" for name in verify_manifest(version_dir)]
+    if newest or not (version_dir / SERVED_CONFIG_NAME).is_file():
+        # Built before versions kept their config, only the model's config.pbtxt can serve an older one.
+        config = model_dir / CONFIG_NAME
+        if not config.is_file() or sha256_file(config) != manifest.get("config_sha256"):
+            problems.append(f"{model_dir.name}/{CONFIG_NAME} does not match {MANIFEST_NAME}")
+    return problems
+
+
+def version_config(model_dir: Path, version: int) -> Path:
+    """The config a version is served with: the model's for the newest, else the version's own copy
+    (the model's for versions built before copies)."""
+    own = model_dir / str(version) / SERVED_CONFIG_NAME
+    return own if own.is_file() and version != max(versions(model_dir)) else model_dir / CONFIG_NAME
+
+
+def policy_versions(config: dict[str, Any], present: list[int]) -> list[int]:
+    """The versions of `present` (ascending) that a config's version_policy serves, ascending."""
+    policy = config.get("version_policy") or {"latest": {"num_versions": 1}}
+    if "all" in policy:
+        return present
+    if "specific" in policy:
+        wanted = {int(v) for v in policy["specific"].get("versions", [])}
+        return [v for v in present if v in wanted]
+    return present[-int(policy["latest"].get("num_versions", 1)):]
+
+
 def versions(model_dir: Path) -> list[int]:
     """Version numbers present under a model directory, ascending (Triton's numeric subdirectories)."""
     if not model_dir.is_dir():
@@ -251,11 +330,64 @@ def commit(staged_model: Path, model_dir: Path, version: int) -> None:
     os.replace(staged_model / CONFIG_NAME, model_dir / CONFIG_NAME)
 
 
-def prune(model_dir: Path, keep: int, trash_root: Path) -> list[int]:
-    """Remove all but the newest `keep` versions; each leaves the tree with one rename, then is deleted."""
+@contextlib.contextmanager
+def build_lock(repository_dir: Path, waiting: Any = None):
+    """Hold the repository's build lock (a flock on a file beside it): concurrent builds queue, so two
+    never pick the same version number. `waiting(path)` is called when another build holds it."""
+    import fcntl
+
+    path = repository_dir.parent / f".{repository_dir.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting(path)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def serving_dir(repository_dir: Path) -> Path:
+    """Beside the repository: one file per running `plugserve serve`, naming what it loaded."""
+    return repository_dir.parent / f".{repository_dir.name}.serving"
+
+
+def write_serving_record(repository_dir: Path, record: dict[str, Any]) -> Path:
+    """Record (readable by this user only: it holds the admin key) what this process's server loaded."""
+    directory = serving_dir(repository_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{os.getpid()}.json"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as f:
+        json.dump(record, f)
+    return path
+
+
+def loaded_by_servers(repository_dir: Path) -> dict[str, dict[int, int]]:
+    """Per model, the versions running servers have loaded, with the server's pid (stale records of
+    processes that no longer run are removed)."""
+    found: dict[str, dict[int, int]] = {}
+    directory = serving_dir(repository_dir)
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        if not path.stem.isdigit() or not _pid_alive(int(path.stem)):
+            path.unlink(missing_ok=True)
+            continue
+        with contextlib.suppress(ValueError, OSError):
+            for model, loaded in json.loads(path.read_text()).get("loaded", {}).items():
+                found.setdefault(model, {}).update({int(v): int(path.stem) for v in loaded})
+    return found
+
+
+def prune(model_dir: Path, keep: int, trash_root: Path, in_use: dict[int, int] | None = None) -> list[int]:
+    """Remove all but the newest `keep` versions, except those in `in_use` (version -> the pid of the
+    server that loaded it); each leaves the tree with one rename, then is deleted."""
     if keep < 1:
         raise ValueError(f"--keep must be >= 1, got {keep}")
-    removed = versions(model_dir)[:-keep]
+    removed = [v for v in versions(model_dir)[:-keep] if v not in (in_use or {})]
     for version in removed:
         trash = trash_root / f"build-{os.getpid()}-prune-{model_dir.name}-{version}"
         trash_root.mkdir(parents=True, exist_ok=True)

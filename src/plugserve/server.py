@@ -7,12 +7,20 @@ The nvidia-pytriton wheel's tritonserver ships the python backend without its st
 `prepare_backends` copies `python_backend_stubs/<py>/triton_python_backend_stub` next to
 `libtriton_python.so` in a private backend directory. `stop` waits for the process to exit so
 that the next start finds its ports free.
+
+Defaults are the safe ones: the server listens on 127.0.0.1 only; the shared-memory, logging,
+trace and model-repository APIs need the header `plugserve-admin: <key>` (a random key per start,
+in the serving record beside the repository) unless shared memory is asked for. Model control is
+explicit: the server starts empty and each model is loaded on its own, only versions whose files
+match their manifest, newest first, so one broken model or version never takes the others down
+and a broken newest version falls back to the previous one.
 """
 
 from __future__ import annotations
 
-import argparse
+import json
 import os
+import secrets
 import shutil
 import signal
 import site
@@ -21,19 +29,29 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO
 
-from plugserve import native
-from plugserve.trt.provenance import check_repository
+from plugserve import native, repository
+from plugserve.watchdog import SHM, Watchdog
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 # Seconds tritonserver waits for in-flight requests at shutdown: tests and demos stop often.
 EXIT_TIMEOUT_S = 3
 LOG_TAIL_LINES = 40
+MODEL_CONTROL_MODES = ("explicit", "poll", "none")
+# The header a restricted API wants, and the APIs restricted unless asked for: shared memory lets a
+# client name any /dev/shm object for the server (root in a container) to read and write.
+ADMIN_HEADER = "plugserve-admin"
+RESTRICTED_APIS = ("shared-memory", "logging", "trace", "model-repository")
+WATCH_INTERVAL_S = 0.5  # how often the watchdog looks for dead instances
+# Changed on each load: Triton skips a load whose config is unchanged, and a reload must replace
+# every instance, a dead one included.
+GENERATION_PARAMETER = "plugserve_generation"
 
 
 class ServerError(RuntimeError):
@@ -121,7 +139,30 @@ class TritonServer:
         startup_timeout_s: float = 120.0,
         log_path: Path | None = None,
         extra_args: list[str] | None = None,
+        host: str = "127.0.0.1",
+        model_control: str = "explicit",
+        allow_shared_memory: bool = False,
+        force: bool = False,
+        require_all: bool = True,
+        say=None,
     ):
+        """`force` serves versions whose files do not match their manifest; `require_all` makes a
+        model that cannot be served fail `start` (plugserve serve serves the others); `say` gets a
+        line per model or version left out (default: nowhere)."""
+        if model_control not in MODEL_CONTROL_MODES:
+            raise ValueError(f"model_control must be one of {MODEL_CONTROL_MODES}, got {model_control!r}")
+        self.host = host
+        self.model_control = model_control
+        self.allow_shared_memory = allow_shared_memory
+        self.force = force
+        self.require_all = require_all
+        self.say = say or (lambda _line: None)
+        self.admin_key = secrets.token_urlsafe(18)
+        self.loaded: dict[str, list[int]] = {}  # model -> versions loaded
+        self.unserved: dict[str, str] = {}  # model -> why none of its versions is served
+        self._generation = 0
+        self._record: Path | None = None
+        self._watching: tuple[threading.Thread, threading.Event] | None = None
         self.repository = Path(repository).resolve()
         self.http_port = http_port or free_port()
         self.grpc_port = grpc_port or free_port()
@@ -134,29 +175,44 @@ class TritonServer:
         self.process: subprocess.Popen | None = None
 
     @property
+    def _connect_host(self) -> str:
+        return "127.0.0.1" if self.host in ("127.0.0.1", "0.0.0.0") else self.host  # noqa: S104 - compared, not bound
+
+    @property
     def http_url(self) -> str:
-        return f"localhost:{self.http_port}"
+        return f"{self._connect_host}:{self.http_port}"
 
     @property
     def grpc_url(self) -> str:
-        return f"localhost:{self.grpc_port}"
+        return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def shm_prefix(self) -> str:
+        """Unique per server, so that two servers (a test session and a demo) never collide, and
+        `stop` can remove what a dead instance left in /dev/shm."""
+        return f"plugserve_{os.getpid()}_{self.http_port}_"
 
     @property
     def log_path(self) -> Path | None:
         return self._log_path
 
     def command(self, server: Path, backends: Path) -> list[str]:
+        restricted = [api for api in RESTRICTED_APIS if not (api == "shared-memory" and self.allow_shared_memory)]
         return [
             str(server),
             f"--model-repository={self.repository}",
             f"--backend-directory={backends}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--http-port={self.http_port}",
             f"--grpc-port={self.grpc_port}",
             f"--metrics-port={self.metrics_port}",
             f"--exit-timeout-secs={EXIT_TIMEOUT_S}",
-            # Shared-memory regions are named by this prefix: unique per server, so that two servers
-            # (a test session and a demo) never collide.
-            f"--backend-config=python,shm-region-prefix-name=plugserve_{os.getpid()}_{self.http_port}_",
+            f"--model-control-mode={self.model_control}",
+            f"--http-restricted-api={','.join(restricted)}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={','.join(restricted)}:{ADMIN_HEADER}={self.admin_key}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
             *self.extra_args,
         ]
 
@@ -186,6 +242,8 @@ class TritonServer:
             if _port_busy(port):
                 raise ServerError(f"{name} port {port} is already in use (another tritonserver?)")
         server = find_tritonserver()
+        if self.model_control != "explicit":
+            self._check_served_versions()
         self._workdir = tempfile.TemporaryDirectory(prefix="plugserve-triton-")
         workdir = Path(self._workdir.name)
         backends = prepare_backends(server, workdir)
@@ -202,10 +260,126 @@ class TritonServer:
         )
         try:
             self._wait_ready()
+            if self.model_control == "explicit":
+                self._load_all()
         except BaseException:
             self.stop()
             raise
+        self._record = repository.write_serving_record(self.repository, {
+            "pid": os.getpid(), "http": self.http_url, "grpc": self.grpc_url, "log": str(self._log_path),
+            "admin_header": ADMIN_HEADER, "admin_key": self.admin_key, "loaded": self.loaded})
+        self._watch()
         return self
+
+    def _watch(self) -> None:
+        """Check the instances in a thread until `stop`; only explicit model control can reload."""
+        assert self.process is not None
+        reload = self.reload if self.model_control == "explicit" else (
+            lambda model: f"model control {self.model_control} cannot reload a model")
+        watchdog, stopping = Watchdog(self.process.pid, reload, self.say), threading.Event()
+
+        def loop() -> None:
+            while not stopping.wait(WATCH_INTERVAL_S):
+                watchdog.check()
+
+        thread = threading.Thread(target=loop, name="plugserve-watchdog", daemon=True)
+        thread.start()
+        self._watching = thread, stopping
+
+    def _model_dirs(self) -> list[Path]:
+        return sorted(p for p in self.repository.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and (p / repository.CONFIG_NAME).is_file())
+
+    def _check_served_versions(self) -> None:
+        """poll and none: Triton loads what the configs name; refuse to start on any unverified file."""
+        problems = []
+        for model_dir in self._model_dirs():
+            present = repository.versions(model_dir)
+            try:
+                config = repository.to_dict(repository.read_config(model_dir / repository.CONFIG_NAME))
+            except Exception as error:  # noqa: BLE001 - protobuf's ParseError and decoding errors alike
+                problems.append(f"model {model_dir.name}: {repository.CONFIG_NAME}: {error}")
+                continue
+            served = repository.policy_versions(config, present)
+            self.loaded[model_dir.name] = served
+            for version in served:
+                problems += [f"model {model_dir.name} version {version}: {problem}" for problem in
+                             repository.version_problems(model_dir, version, newest=version == present[-1])]
+        if problems and not self.force:
+            raise ServerError("refusing to serve files that do not match their manifests (--force serves them):\n"
+                              + "\n".join(problems))
+
+    def _load_all(self) -> None:
+        for model_dir in self._model_dirs():
+            self.load(model_dir.name)
+        if self.unserved and self.require_all:
+            raise ServerError("\n".join(f"model {m}: {why}" for m, why in self.unserved.items())
+                              + f"\nlast log lines:\n{self.log_tail()}")
+
+    def load(self, model: str) -> list[int]:
+        """Load the newest verified versions of `model` its version policy serves, falling back to
+        older ones while a load fails; returns the versions loaded ([] when none could be)."""
+        model_dir = self.repository / model
+        present = repository.versions(model_dir)
+        candidates, reasons = [], []
+        for version in reversed(present):
+            problems = [] if self.force else repository.version_problems(model_dir, version,
+                                                                         newest=version == present[-1])
+            if problems:
+                reasons.append(f"version {version} is not served: {'; '.join(problems)}")
+                self.say(f"model {model} {reasons[-1]}")
+            else:
+                candidates.append(version)
+        while candidates:
+            error_text: str | None
+            try:
+                config = repository.to_dict(repository.read_config(repository.version_config(model_dir, candidates[0])))
+            except Exception as error:  # noqa: BLE001 - protobuf's ParseError and decoding errors alike
+                error_text = f"{repository.version_config(model_dir, candidates[0])}: {error}"
+                chosen = candidates[:1]
+            else:
+                chosen = repository.policy_versions(config, sorted(candidates)) or candidates[:1]
+                error_text = self._request_load(model, config, chosen)
+                if error_text is None:
+                    self.loaded[model] = chosen
+                    self.unserved.pop(model, None)
+                    return chosen
+            lines = [line for line in self.log_tail(400).splitlines() if model in line][-5:]
+            reasons.append(f"version(s) {chosen} failed to load: {error_text}"
+                           + "".join(f"\n  log: {line}" for line in lines))
+            self.say(f"model {model} {reasons[-1]}")
+            candidates = [v for v in candidates if v not in chosen]
+        self.unserved[model] = ("no version could be served: " + "; ".join(reasons)) if present else "no versions"
+        self.say(f"model {model} is not served: {self.unserved[model]}")
+        return []
+
+    def reload(self, model: str) -> str | None:
+        """Load `model` again, replacing every instance (the watchdog's recovery); an error or None."""
+        versions = self.loaded.get(model)
+        if not versions:
+            return f"model {model} was not loaded"
+        config = repository.to_dict(repository.read_config(repository.version_config(self.repository / model,
+                                                                                      versions[-1])))
+        return self._request_load(model, config, versions)
+
+    def _request_load(self, model: str, config: dict, versions: list[int]) -> str | None:
+        """POST the repository API's load with `config` pinned to `versions`; the server's error or None."""
+        self._generation += 1
+        config = {**config, "version_policy": {"specific": {"versions": versions}},
+                  "parameters": {**config.get("parameters", {}),
+                                 GENERATION_PARAMETER: {"string_value": str(self._generation)}}}
+        body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/load", data=body,
+                                         method="POST", headers={ADMIN_HEADER: self.admin_key})
+        try:
+            with urllib.request.urlopen(request, timeout=self.startup_timeout_s):
+                return None
+        except urllib.error.HTTPError as error:
+            text = error.read().decode(errors="replace")
+            try:
+                return str(json.loads(text).get("error", text))
+            except ValueError:
+                return text
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self._log_path is None or not self._log_path.is_file():
@@ -239,6 +413,10 @@ class TritonServer:
     def stop(self) -> int | None:
         """Stop the server and wait for its process; returns its exit code (None if never started)."""
         code = None
+        if self._watching is not None:  # before the stubs go: stopping is no death
+            self._watching[1].set()
+            self._watching[0].join()
+            self._watching = None
         if self.process is not None:
             if self.process.poll() is None:
                 self.process.send_signal(signal.SIGTERM)
@@ -250,6 +428,12 @@ class TritonServer:
                     self.process.wait()
             code = self.process.returncode
             self.process = None
+        # What dead instances left (a live one removes its own region when it stops).
+        for region in SHM.glob(f"{self.shm_prefix}*"):
+            region.unlink(missing_ok=True)
+        if self._record is not None:
+            self._record.unlink(missing_ok=True)
+            self._record = None
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -265,55 +449,3 @@ class TritonServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
-    for name, port in DEFAULT_PORTS.items():
-        parser.add_argument(f"--{name}-port", type=int, default=port, help="default: %(default)s")
-    parser.add_argument("--startup-timeout", type=float, default=120.0, help="seconds (default: %(default)s)")
-    parser.add_argument("--log", type=Path, help="write the server log here (default: a temporary file)")
-    parser.add_argument("--force", action="store_true",
-                        help="serve TensorRT engines built for another TensorRT, GPU or plugin library")
-    parser.add_argument("--server-arg", action="append", default=[], metavar="ARG",
-                        help="pass an option to tritonserver as it is, e.g. --server-arg=--cuda-memory-pool-byte-size"
-                             "=0:1073741824 (repeatable)")
-
-
-def run_serve(args: argparse.Namespace) -> int:
-    try:
-        check_repository(args.repository, _plugin_library(), force=args.force)
-    except RuntimeError as error:
-        print(f"serve: {error}", file=sys.stderr)
-        return 1
-    server = TritonServer(
-        args.repository, args.http_port, args.grpc_port, args.metrics_port,
-        startup_timeout_s=args.startup_timeout, log_path=args.log, extra_args=args.server_arg,
-    )
-    stopping = False
-
-    def request_stop(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    try:
-        server.start()
-    except ServerError as error:
-        print(f"serve: {error}", file=sys.stderr)
-        return 1
-    print(f"serve: ready on http {server.http_url}, grpc {server.grpc_url}, metrics :{server.metrics_port}"
-          f" (repository {server.repository}); Ctrl-C stops", flush=True)
-    try:
-        while not stopping and server.process is not None and server.process.poll() is None:
-            time.sleep(0.5)
-    finally:
-        exited = server.process is not None and server.process.poll() is not None
-        tail = server.log_tail() if exited else ""  # read before stop() removes a temporary log
-        code = server.stop()
-    if exited:
-        print(f"serve: tritonserver exited on its own with code {code}; last log lines:\n{tail}", file=sys.stderr)
-        return 1
-    print("serve: stopped")
-    return 0

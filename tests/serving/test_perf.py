@@ -32,7 +32,8 @@ QUICK = ["--warmup", "0.2", "--window", "0.3", "--stable-windows", "2", "--max-s
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     repository = build_calibration_repository(tmp_path_factory.mktemp("calibration") / "repository")
-    with TritonServer(repository) as running:
+    # The shared-memory tests bench this server by --url: its shared-memory API must be open.
+    with TritonServer(repository, allow_shared_memory=True) as running:
         yield running
 
 

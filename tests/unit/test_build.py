@@ -40,7 +40,8 @@ def test_a_build_writes_the_model_the_runner_the_config_and_a_manifest(tiny_mode
 
     version_dir = repo / "tiny" / "1"
     assert result.version == 1 and result.path == version_dir
-    assert sorted(p.name for p in version_dir.iterdir()) == sorted(["manifest.json", "model.onnx", "model.py", *runners.HELPERS])
+    assert sorted(p.name for p in version_dir.iterdir()) == sorted(["manifest.json", "model.onnx", "model.py",
+                                                                   "served_config.pbtxt", *runners.HELPERS])
     assert (version_dir / "model.py").read_bytes() == runner_path("onnxruntime").read_bytes()
     config = repository.read_config(repo / "tiny" / "config.pbtxt")
     assert config.backend == "python" and config.max_batch_size == 4
@@ -155,3 +156,31 @@ def test_build_engines_py_is_the_build_command(tmp_path):
                                capture_output=True, text=True, check=True)
     assert completed.stdout.startswith("usage: plugserve build")
     assert "--keep" in completed.stdout
+
+
+def test_concurrent_builds_of_one_repository_take_turns_and_each_gets_its_own_version(tiny_models_yaml, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    repo = tmp_path / "repo"
+    said: list[str] = []
+    with ThreadPoolExecutor(2) as pool, repository.build_lock(repo):
+        # Both wait behind the lock this test holds, then run one after the other.
+        futures = [pool.submit(build.build, tiny_models_yaml, repo, log=said.append) for _ in range(2)]
+        time.sleep(1)
+        assert not any(f.done() for f in futures)
+    results = [f.result()[0].version for f in futures]
+    assert sorted(results) == [1, 2] and repository.versions(repo / "tiny") == [1, 2]
+    assert sum("waiting for another build" in line for line in said) == 2
+    assert all(not repository.version_problems(repo / "tiny", v, newest=v == 2) for v in (1, 2))
+
+
+def test_a_version_outside_a_running_servers_record_is_pruned_and_one_inside_it_kept(tiny_models_yaml, tmp_path):
+    repo = tmp_path / "repo"
+    for _ in range(3):
+        build.build(tiny_models_yaml, repo, log=quiet)
+    record = repository.write_serving_record(repo, {"loaded": {"tiny": [1]}})
+    assert repository.loaded_by_servers(repo) == {"tiny": {1: int(record.stem)}}
+    assert repository.prune(repo / "tiny", 1, tmp_path / "trash", repository.loaded_by_servers(repo)["tiny"]) == [2]
+    assert repository.versions(repo / "tiny") == [1, 3]
+    record.rename(record.with_name("999999999.json"))  # a server that no longer runs
+    assert repository.loaded_by_servers(repo) == {}

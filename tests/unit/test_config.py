@@ -98,3 +98,25 @@ def test_a_file_that_is_not_yaml_fails_with_its_name(tmp_path):
 def test_a_missing_file_fails_with_its_path(tmp_path):
     with pytest.raises(ConfigError, match="cannot read"):
         config.load(tmp_path / "absent.yaml")
+
+
+@pytest.mark.parametrize("name", ["../../x", "/abs/model", "a/b", ".hidden", "..", "sp ace"])
+def test_a_model_name_that_could_leave_the_repository_is_refused(tree, name):
+    tree["models"] = {name: tree["models"]["super_resolution"]}
+    with pytest.raises(ConfigError, match="a model name must be letters, digits"):
+        parse(tree)
+
+
+def test_float_inputs_reject_non_finite_values_unless_told_and_the_version_policy_is_explicit(tree):
+    spec = parse(tree)["super_resolution"]
+    assert spec.input("image").reject_non_finite and not spec.input("size").reject_non_finite
+    assert spec.version_policy == (("latest", {"num_versions": 1}),)
+    entry = tree["models"]["super_resolution"]
+    entry["inputs"][0]["reject_non_finite"] = False
+    entry["version_policy"] = {"specific": [1, 3]}
+    spec = parse(tree)["super_resolution"]
+    assert not spec.input("image").reject_non_finite
+    assert spec.version_policy == (("specific", {"versions": [1, 3]}),)
+    entry["inputs"][1]["reject_non_finite"] = True
+    with pytest.raises(ConfigError, match=r"inputs\[1\].reject_non_finite: applies to float inputs only"):
+        parse(tree)

@@ -69,3 +69,55 @@ def test_a_group_is_fed_as_one_batch_with_the_shape_tensor_as_one_row_of_values(
     feed = contract.feed(spec, [first, second])
     assert feed["image"].shape == (3, 3, 8, 8) and feed["image"][0, 0, 0, 0] == 1 and feed["image"][2, 0, 0, 0] == 2
     assert feed["size"].tolist() == [16, 24]
+
+
+def test_shapes_are_checked_from_the_header_alone_in_arithmetic_that_cannot_wrap(spec):
+    # 1*3*4096*(2^50+1) FP32 is 49,152 bytes modulo 2^64: refused by its dims, before any data exists.
+    with pytest.raises(contract.RequestError, match=r"input 'image': shape \[1, 3, 4096, 1125899906842625\] is outside"):
+        contract.check_shapes(spec, {"image": (1, 3, 4096, 2**50 + 1), "size": (1, 2)})
+    with pytest.raises(contract.RequestError, match=r"input 'size': expected shape \[2, 2\]"):
+        contract.check_shapes(spec, {"image": (2, 3, 16, 16), "size": (1, 2)})
+    assert contract.elements((4096, 2**50 + 1, 3)) == 3 * 4096 * (2**50 + 1)
+
+
+def test_a_non_finite_image_is_refused_by_name(spec):
+    image = np.zeros((1, 3, 16, 16), np.float32)
+    image[0, 0, 3, 4] = np.nan
+    with pytest.raises(contract.RequestError, match=r"input 'image' contains NaN or infinite values"):
+        check(spec, image=image, size=np.array([[32, 32]]))
+    with pytest.raises(contract.RequestError, match=r"input 'image' contains NaN"):
+        contract.check_request(spec, {"image": contract.Received("float32", (1, 3, 16, 16), None, False),
+                                      "size": contract.received(np.array([[32, 32]]))})
+
+
+TWO_PROFILES = {**SR_ENTRY, "max_batch_size": 4, "profiles": [
+    {"image": {"min": [1, 3, 8, 8], "opt": [4, 3, 16, 16], "max": [4, 3, 32, 32]},
+     "size": {"min": [8, 8], "opt": [32, 32], "max": [64, 64]}},
+    {"image": {"min": [1, 3, 8, 8], "opt": [1, 3, 16, 16], "max": [2, 3, 64, 64]},
+     "size": {"min": [8, 8], "opt": [64, 64], "max": [128, 128]}}]}
+
+
+def two_profile_spec(tmp_path, **budget):
+    entry = {**TWO_PROFILES, **({"budget": budget} if budget else {})}
+    return repository.runner_spec(config.parse({"models": {"m": entry}}, base_dir=tmp_path)["m"])
+
+
+def test_batches_never_cross_profiles_nor_exceed_the_profiles_largest_batch(tmp_path):
+    spec = two_profile_spec(tmp_path)
+    second = check(spec, image=np.zeros((1, 3, 16, 16), np.float32), size=np.array([[100, 100]]))
+    first = check(spec, image=np.zeros((1, 3, 16, 16), np.float32), size=np.array([[32, 32]]))
+    assert contract.profile_index(spec, second) == 1 and contract.profile_index(spec, first) == 0
+    # Four requests that fit only the second profile (max batch 2) run as two batches of two.
+    assert contract.batches(spec, [(i, second) for i in range(4)]) == [[0, 1], [2, 3]]
+    assert contract.batches(spec, [(0, first), (1, second), (2, first)]) == [[0, 2], [1]]
+
+
+def test_the_budget_defaults_to_the_largest_request_the_profiles_allow_and_bounds_requests_and_batches(tmp_path):
+    spec = two_profile_spec(tmp_path)
+    assert spec["budget"] == {"request_elements": 2 * 3 * 128 * 128, "batch_elements": 2 * 3 * 128 * 128}
+    small = two_profile_spec(tmp_path, request_elements=3 * 64 * 64, batch_elements=2 * 3 * 32 * 32)
+    with pytest.raises(contract.RequestError, match="needs 49152 elements, more than the model's budget of 12288"):
+        check(small, image=np.zeros((1, 3, 16, 16), np.float32), size=np.array([[128, 128]]))
+    request = check(small, image=np.zeros((1, 3, 16, 16), np.float32), size=np.array([[32, 32]]))
+    assert contract.request_elements(small, request) == 3 * 32 * 32
+    assert contract.batches(small, [(i, request) for i in range(3)]) == [[0, 1], [2]]

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "plugserve"
 LAYERS = [
     ["plugserve.cli"],
     ["plugserve.demo", "plugserve.report", "plugserve.perf"],
-    ["plugserve.server", "plugserve.client"],
+    ["plugserve.serve", "plugserve.server", "plugserve.watchdog", "plugserve.client"],
     ["plugserve.build", "plugserve.check_plugins"],
     ["plugserve.lowering"],
     ["plugserve.trt", "plugserve.export", "plugserve.surgery", "plugserve.runners.torch_program",

@@ -52,4 +52,4 @@ def test_the_server_environment_carries_site_packages_for_runners_and_the_wheels
 def test_ports_left_unset_are_picked_free_and_distinct(tmp_path):
     server = TritonServer(tmp_path)
     assert len({server.http_port, server.grpc_port, server.metrics_port}) == 3
-    assert server.http_url == f"localhost:{server.http_port}"
+    assert server.http_url == f"127.0.0.1:{server.http_port}"  # bound to 127.0.0.1 only: never ::1 by "localhost"

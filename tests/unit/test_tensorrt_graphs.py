@@ -333,7 +333,7 @@ def test_building_needs_tensorrt_and_says_so_where_it_is_absent(tmp_path):
 
 def test_tensorrt_config_round_trips_through_tritons_schema(specs, tmp_path):
     spec = specs["super_resolution"]
-    warmup = tensorrt_lowering._warmup(spec, spec.profiles, tmp_path / "warmup", "7")
+    warmup = repository.warmup_requests(spec, tmp_path / "warmup", "7", data="random_data")
     updates = tensorrt_lowering.config_updates(spec, spec.tensorrt, warmup)
     config_path = repository.write_config(
         repository.config_dict(spec, "tensorrt", None, updates), tmp_path / "config.pbtxt"

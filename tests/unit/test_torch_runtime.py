@@ -84,7 +84,8 @@ def test_tensor_names_that_differ_from_the_model_fail_the_build(checkpoint_dir):
 
 def test_the_build_writes_a_program_the_runner_and_a_manifest_recording_the_choices(built):
     _, version_dir = built
-    assert {p.name for p in version_dir.iterdir()} == {"model.pt2", "model.py", "manifest.json", *runners.HELPERS}
+    assert {p.name for p in version_dir.iterdir()} == {"model.pt2", "model.py", "manifest.json", "served_config.pbtxt",
+                                                         *runners.HELPERS}
     manifest = repository.read_manifest(version_dir)
     assert manifest["runtime"] == "torch" and manifest["backend"] == "python"
     assert manifest["torch"] == {"program": "model.pt2", "precision": "fp32", "ops": "plugserve",

@@ -8,7 +8,6 @@ per profile; manifest.json gets the engine's provenance (plugserve.trt.provenanc
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +22,6 @@ from plugserve.runners.contract import DTYPES
 from plugserve.surgery import pluginize
 from plugserve.trt.engine import (
     BuildOptions,
-    Profile,
     build_engine,
     graph_precision,
     plan_precision,
@@ -75,35 +73,6 @@ def engine_profiles(spec: ModelSpec) -> list[dict[str, Range]]:
         profiles.append(converted)
     return profiles
 
-
-
-def _warmup(
-    spec: ModelSpec, profiles: Sequence[Profile], warmup_dir: Path, version: str
-) -> list[dict[str, Any]]:
-    """One warmup request per profile at its opt shapes. Shape tensors need real values, which
-    tritonserver reads from files in <model>/warmup/ (named per version: versions share the folder)."""
-    requests = []
-    for index, profile in enumerate(spec.profiles):
-        ordinary = [name for name in profile if not spec.input(name).shape_tensor]
-        batch = profile[ordinary[0]].opt[0] if spec.max_batch_size > 0 and ordinary else 1
-        inputs: dict[str, Any] = {}
-        for name, bounds in profile.items():
-            tensor = spec.input(name)
-            entry: dict[str, Any] = {"data_type": f"TYPE_{tensor.dtype}"}
-            if tensor.shape_tensor:
-                file_name = f"v{version}_profile{index}_{name}"
-                warmup_dir.mkdir(parents=True, exist_ok=True)
-                (warmup_dir / file_name).write_bytes(
-                    np.array(bounds.opt, dtype=DTYPES[tensor.dtype]).tobytes()
-                )
-                entry.update(dims=list(tensor.dims), input_data_file=file_name)
-            else:
-                entry.update(
-                    dims=list(bounds.opt[1:] if spec.max_batch_size > 0 else bounds.opt), random_data=True
-                )
-            inputs[name] = entry
-        requests.append({"name": f"profile{index}_opt", "batch_size": batch, "inputs": inputs})
-    return requests
 
 
 def _cuda_graphs(spec: ModelSpec) -> dict[str, Any]:
@@ -199,7 +168,8 @@ def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
     )
     info = build_engine(onnx_path, version_dir / repository.PLAN_FILE, options, library, graph_dtype=compute_dtype)
     environment = Environment(info.tensorrt_version, gpu, sha256_file(library) if library else None)
-    warmup = _warmup(spec, spec.profiles, version_dir.parent / repository.WARMUP_DIR, version_dir.name)
+    warmup = repository.warmup_requests(spec, version_dir.parent / repository.WARMUP_DIR, version_dir.name,
+                                        data="random_data")
     print(
         f"[tensorrt] {spec.name}: built {info.plan.name} in {info.build_seconds:.0f} s "
         f"(TensorRT {info.tensorrt_version}, {gpu.name if gpu else 'no GPU name'}, {precision})",

@@ -159,7 +159,9 @@ def run_bench(args: argparse.Namespace) -> int:
             if args.url and not args.calibrate:
                 url = args.url
             else:
-                server = stack.enter_context(TritonServer(repository_dir))
+                # Shared memory is restricted unless asked for: this bench's own server allows it when it uses it.
+                server = stack.enter_context(TritonServer(repository_dir,
+                                                          allow_shared_memory=args.shared_memory == "system"))
                 url = server.http_url if args.protocol == "http" else server.grpc_url
             target = TritonTarget(url, args.protocol, model)
             stack.callback(target.close)

@@ -56,56 +56,59 @@ class TritonPythonModel:
 
     def execute(self, requests):
         responses = [None] * len(requests)
-        groups = {}
+        checked, read = [], {}
         for index, request in enumerate(requests):
             try:
-                tensors = self._read(request)
-                bounds = contract.check_request(self.spec, {t["name"]: self._received(t, tensors[t["name"]])
-                                                            for t in self.inputs})
+                read[index] = self._read(request)
+                checked.append((index, contract.check_request(self.spec, {t["name"]: self._received(t, read[index][t["name"]])
+                                                                          for t in self.inputs})))
             except contract.RequestError as error:
                 # INVALID_ARG: the client's fault (HTTP 400 / gRPC INVALID_ARGUMENT), not the server's.
                 responses[index] = _error(str(error), pb_utils.TritonError.INVALID_ARG)
-                continue
-            groups.setdefault(contract.group_key(self.spec, bounds), []).append(
-                (index, tensors, contract.batch_size(self.spec, bounds)))
-        for members in groups.values():
+            except Exception as error:  # noqa: BLE001 - an unreadable request gets an error, the instance lives on
+                responses[index] = _error(f"cannot read the request: {error}")
+        bounds = dict(checked)
+        for members in contract.batches(self.spec, checked):
             try:
-                outputs = self.program(self._batch(members), [t["shape_tensor"] for t in self.inputs])
+                outputs = self.program(self._batch([read[i] for i in members]), [t["shape_tensor"] for t in self.inputs])
+                start = 0
+                for index in members:
+                    stop = start + contract.batch_size(self.spec, bounds[index])
+                    responses[index] = pb_utils.InferenceResponse(output_tensors=[
+                        pb_utils.Tensor.from_dlpack(name, out[start:stop] if self.batching else out)
+                        for name, out in zip(self.output_names, outputs, strict=True)])
+                    start = stop
             except Exception as error:  # noqa: BLE001 - a failed batch becomes error responses, never a crash
                 message = torch_program.describe_failure(error, [t["name"] for t in self.inputs])
-                for index, _, _ in members:
+                for index in members:
                     responses[index] = _error(message)
-                continue
-            start = 0
-            for index, _, count in members:
-                stop = start + count
-                responses[index] = pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor.from_dlpack(name, out[start:stop] if self.batching else out)
-                    for name, out in zip(self.output_names, outputs, strict=True)])
-                start = stop
         return responses
 
     def _read(self, request):
+        """The request's inputs as tensors, taken only once their shapes passed `contract.check_shapes`."""
         tensors = {}
         for t in self.inputs:
             tensor = pb_utils.get_input_tensor_by_name(request, t["name"])
             if tensor is None:
                 raise contract.RequestError(f"missing input '{t['name']}'")
-            tensors[t["name"]] = torch.from_dlpack(tensor.to_dlpack())
-        return tensors
+            tensors[t["name"]] = tensor
+        contract.check_shapes(self.spec, {name: tuple(tensor.shape()) for name, tensor in tensors.items()})
+        return {name: torch.from_dlpack(tensor.to_dlpack()) for name, tensor in tensors.items()}
 
     @staticmethod
     def _received(declared, tensor):
-        """A tensor as the contract reads it; a shape tensor's few values come to the host."""
+        """A tensor as the contract reads it; a shape tensor's few values come to the host, and a
+        float input that must be finite is checked where it lies."""
         values = tensor.cpu().numpy() if declared["shape_tensor"] else None
-        return contract.Received(str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), values)
+        finite = bool(torch.isfinite(tensor).all()) if declared.get("reject_non_finite") else None
+        return contract.Received(str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape), values, finite)
 
     def _batch(self, members):
         """One tensor per input for the whole group: batched inputs concatenated on the instance's
         device, a shape tensor as the single row of values the ops read on the host."""
         batch = []
         for t in self.inputs:
-            parts = [tensors[t["name"]] for _, tensors, _ in members]
+            parts = [tensors[t["name"]] for tensors in members]
             if t["shape_tensor"]:
                 batch.append(parts[0].reshape(-1, t["dims"][0])[0].cpu() if self.batching else parts[0].cpu())
             elif len(parts) == 1 or not self.batching:
