@@ -27,25 +27,59 @@ _DECOMPOSITIONS = {
 
 
 def _decomposition(domain: str, op_type: str):
+    """(the op module, its decompose function) for a node we decompose, else None."""
     import importlib
 
     target = _DECOMPOSITIONS.get((domain, op_type)) or _DECOMPOSITIONS.get((None, op_type))
     if target is None:
         return None
     module, function = target
-    return getattr(importlib.import_module(module), function)
+    loaded = importlib.import_module(module)
+    return loaded, getattr(loaded, function)
 
 
-def decompose(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace every plugin node we know with standard ONNX ops; refuse other custom-domain nodes."""
+def _standard_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _opset_for_decompositions(model: onnx.ModelProto, log) -> onnx.ModelProto:
+    """The model itself, or converted with onnx.version_converter to the lowest opset every
+    decomposition it needs can emit (GridSample, which MSDA decomposes into, is opset 16)."""
+    import onnx.helper
+    import onnx.version_converter
+
+    opset = _standard_opset(model)
+    needs = {}
+    for node in model.graph.node:
+        found = _decomposition(node.domain or "", node.op_type)
+        if found is not None:
+            needs[f"{node.domain + '::' if node.domain else ''}{node.op_type}"] = found[0].DECOMPOSE_OPSET
+    needed = max(needs.values(), default=0)
+    if opset is None or opset >= needed:
+        return model
+    why = ", ".join(f"{op} needs {v}" for op, v in sorted(needs.items()) if v > opset)
+    converted = onnx.version_converter.convert_version(model, needed)
+    # The converter keeps the IR version, which may predate the new opset.
+    converted.ir_version = max(converted.ir_version,
+                               onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", needed)]))
+    log(f"decompose: the graph imports opset {opset}; converted it to opset {needed} with onnx.version_converter "
+        f"({why})")
+    return converted
+
+
+def decompose(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
+    """Replace every plugin node we know with standard ONNX ops valid at the graph's opset (raised
+    with onnx.version_converter where a decomposition needs more, said through `log`); refuse
+    other custom-domain nodes."""
     import onnx
     import onnx_graphsurgeon as gs
 
+    model = _opset_for_decompositions(model, log)
     graph = gs.import_onnx(model)
     for node in list(graph.nodes):
-        rewrite = _decomposition(node.domain or "", node.op)
-        if rewrite is not None:
-            rewrite(graph, node)
+        found = _decomposition(node.domain or "", node.op)
+        if found is not None:
+            found[1](graph, node)
     graph.cleanup().toposort()
     leftover = sorted({f"{n.domain}::{n.op}" for n in graph.nodes if n.domain not in ("", "ai.onnx", None)})
     if leftover:

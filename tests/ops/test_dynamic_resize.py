@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -65,11 +66,25 @@ def test_export_sees_the_output_size_as_data_dependent():
     assert all(isinstance(dim, torch.SymInt) for dim in out.shape[2:])
 
 
-def _plugin_model(mode: str, align_corners: bool, size_type: int = TensorProto.INT64):
+def _plugin_model(mode: str, align_corners: bool, size_type: int = TensorProto.INT64, opset: int = 20):
     return single_node_model(
         "DynamicResize", {"x": (TensorProto.FLOAT, ["n", "c", "h", "w"]), "size": (size_type, [2])},
-        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve",
+        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve", opset=opset,
         mode=mode, align_corners=int(align_corners), plugin_namespace="plugserve", plugin_version="1")
+
+
+@pytest.mark.parametrize("opset", range(11, onnx.defs.onnx_opset_version() + 1))
+def test_decomposition_is_valid_and_exact_at_every_opset_from_11(opset, capsys):
+    for mode, align_corners in MODES:
+        model = decompose(_plugin_model(mode, align_corners, opset=opset))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == opset and "version_converter" not in capsys.readouterr().out
+        session = ort.InferenceSession(model.SerializeToString())
+        x = np.random.default_rng(opset).random((2, 3, 17, 23), dtype=np.float32)
+        for size in ([40, 50], [5, 4]):
+            (got,) = session.run(None, {"x": x, "size": np.array(size)})
+            expected = dynamic_resize.reference(torch.from_numpy(x), torch.tensor(size), mode, align_corners)
+            np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5, err_msg=f"{mode} {size}")
 
 
 @pytest.mark.parametrize(("mode", "align_corners"), MODES)

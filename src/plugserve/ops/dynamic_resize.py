@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 OP_TYPE = "DynamicResize"
 MODES = ("nearest", "bilinear", "bicubic")
+# The lowest opset the decomposition emits valid ops for (Resize with a sizes input).
+DECOMPOSE_OPSET = 11
 
 
 def check_arguments(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> None:
@@ -89,6 +91,7 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     The attributes reproduce PyTorch's sampling: cubic a=-0.75 with edge clamping (exclude_outside=0),
     "half_pixel" (or "align_corners") source coordinates, and for nearest PyTorch's floor(dst * in/out).
     """
+    import numpy as np
     import onnx_graphsurgeon as gs
 
     from plugserve.ops.graph import Emitter, detach
@@ -99,10 +102,13 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     align_corners = bool(node.attrs.get("align_corners", 0))
     if mode not in MODES:
         raise ValueError(f"{node.name}: DynamicResize mode must be one of {MODES}, got {mode!r}")
+    if int(graph.opset) < DECOMPOSE_OPSET:
+        raise ValueError(f"{node.name}: decomposing DynamicResize needs opset >= {DECOMPOSE_OPSET} (Resize with "
+                         f"sizes), the graph imports opset {graph.opset}; plugserve decompose converts it")
     detach(node)
 
     emit = Emitter(graph, node)
-    sizes = emit("Concat", emit("Shape", x, end=2), emit("Cast", size, to=7), axis=0)
+    sizes = emit("Concat", emit.shape(x, 0, 2), emit("Cast", size, to=7), axis=0)
     attrs: dict = {"mode": {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}[mode]}
     if mode == "nearest":
         attrs.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
@@ -110,7 +116,9 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
         attrs["coordinate_transformation_mode"] = "align_corners" if align_corners else "half_pixel"
     if mode == "bicubic":
         attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
-    skipped = gs.Variable.empty()  # Resize's roi and scales inputs, unused when sizes is given
+    # Resize's roi and scales, unused when sizes is given: absent from opset 13 on, before that
+    # required inputs that must be given as empty tensors.
+    skipped = gs.Variable.empty() if emit.opset >= 13 else np.zeros(0, np.float32)
     emit("Resize", x, skipped, skipped, sizes, outputs=[output], **attrs)
 
 
