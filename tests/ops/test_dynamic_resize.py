@@ -49,6 +49,20 @@ def test_op_rejects_bad_input_naming_the_problem(x, size, mode, align_corners, m
         torch.ops.plugserve.dynamic_resize(x, size, mode, align_corners)
 
 
+def test_float64_is_refused_as_the_c_abi_refuses_it_and_runs_on_the_reference_when_selected():
+    from plugserve import ops
+
+    x = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="dtype must be one of .* got float64.*set_implementation\\('reference'\\)"):
+        torch.ops.plugserve.dynamic_resize(x, torch.tensor([8, 8]), "bilinear", False)
+    ops.set_implementation("reference")
+    try:
+        got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([8, 8]), "bilinear", False)
+    finally:
+        ops.set_implementation("plugserve")
+    torch.testing.assert_close(got, F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False))
+
+
 def test_op_passes_torch_library_opcheck():
     torch.library.opcheck(torch.ops.plugserve.dynamic_resize.default,
                           (torch.rand(2, 3, 5, 6), torch.tensor([9, 4]), "bicubic", False),

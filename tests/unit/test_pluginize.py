@@ -109,8 +109,9 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, op
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_with_runtime_scales_round_trips():
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor.
+def test_resize_with_runtime_scales_keeps_its_meaning_by_staying_a_resize(capsys):
+    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor. DynamicResize
+    # samples by output size, which differs from sampling by a scale such as 2.3 (floor(5 * 2.3) = 11).
     graph = helper.make_model(
         helper.make_graph(
             [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
@@ -124,11 +125,50 @@ def test_resize_with_runtime_scales_round_trips():
         ),
         opset_imports=[helper.make_opsetid("", 20)], ir_version=10,
     )
-    decomposed = decompose(pluginize(graph))
+    pluginized = pluginize(graph)
+    assert ops(pluginized) == ["Concat", "Resize"]
+    assert "left as Resize: its scales arrive at run time" in capsys.readouterr().out
+    decomposed = decompose(pluginized)
     x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
-    for scales in ([2.0, 3.0], [1.0, 4.0], [0.5, 1.0]):
+    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0]):
         s = np.array(scales, np.float32)
-        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], run(graph, x=x, s=s)[0], rtol=1e-5, atol=1e-6)
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bilinear",
+                                 recompute_scale_factor=False).numpy()
+        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+class FixedSize(torch.nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, size=(32, 24), mode="bilinear")
+
+
+def test_torchscript_constant_size_is_rewritten_with_a_warning_that_it_is_fixed(tmp_path, capsys):
+    # TorchScript writes sizes = Concat(Shape(x)[:2], Constant[32, 24]): computed, yet the size is fixed.
+    graph = legacy_export(FixedSize(), (torch.rand(1, 3, 8, 8),), tmp_path / "fixed.onnx", ["x"],
+                          {"x": {0: "n", 2: "h", 3: "w"}}, 11)
+    decomposed = decompose(pluginize(graph))
+    out = capsys.readouterr().out
+    assert "warning" in out and "constant size (32, 24)" in out and "now fixed" in out
+    x = np.random.default_rng(2).random((2, 3, 5, 7), dtype=np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(decomposed, x=x)[0], FixedSize()(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+class Antialiased(torch.nn.Module):
+    def forward(self, x, like):
+        return F.interpolate(x, size=like.shape[-2:], mode="bicubic", antialias=True)
+
+
+def test_antialiased_export_is_refused_as_antialias():
+    dim = torch.export.Dim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.onnx.export(Antialiased(), (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 12)), dynamo=True,
+                                  verbose=False, input_names=["x", "like"],
+                                  dynamic_shapes={"x": {2: dim("h")}, "like": {2: dim("oh"), 3: dim("ow")}}).model_proto
+    with pytest.raises(PluginizeError, match="antialias=1") as error:
+        pluginize(graph)
+    assert "cubic_coeff_a" not in str(error.value) and "export with antialias=False" in str(error.value)
 
 
 def test_resize_with_constant_size_is_left_to_tensorrt(capsys):
@@ -168,12 +208,14 @@ def _runtime_resize(**attrs) -> onnx.ModelProto:
       "nearest_mode='round_prefer_floor'"),
      ({"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, "coordinate_transformation_mode='asymmetric'"),
      ({"mode": "linear", "antialias": 1}, "antialias=1"),
+     ({"mode": "cubic", "antialias": 1, "cubic_coeff_a": -0.5, "exclude_outside": 1}, "antialias=1"),
      ({"mode": "linear", "axes": [2, 3]}, "axes")],
 )
 def test_resize_it_cannot_reproduce_is_refused_with_the_reason(attrs, reason):
     with pytest.raises(PluginizeError, match="nothing was rewritten") as error:
         pluginize(_runtime_resize(**attrs))
     assert "Resize 'up'" in str(error.value) and reason in str(error.value)
+    assert "constant sizes/scales" in str(error.value)  # the way out
 
 
 # --- The tutorial's Test::DynamicTRTResize (output size = the last two dims of a 4-D tensor) --------

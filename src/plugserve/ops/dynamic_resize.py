@@ -56,10 +56,9 @@ def reference(x: torch.Tensor, size: torch.Tensor, mode: str = "bicubic", align_
 @torch.library.custom_op("plugserve::dynamic_resize", mutates_args=())
 def dynamic_resize(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> torch.Tensor:
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
-    (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
-    if use_kernels(x):
-
-        check_arguments(x, size, mode, align_corners)
+    (and selected, see `plugserve.ops.use_kernels`); else the reference."""
+    check_arguments(x, size, mode, align_corners)
+    if use_kernels("dynamic_resize", x):
         return native.dynamic_resize(x, *output_size(size), mode, align_corners)
     return reference(x, size, mode, align_corners)
 

@@ -80,10 +80,9 @@ def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_ind
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
-    (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
-    if use_kernels(value):
-
-        check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    (and selected, see `plugserve.ops.use_kernels`); else the reference."""
+    check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if use_kernels("ms_deform_attn", value):
         try:
             return native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                                           attention_weights)
