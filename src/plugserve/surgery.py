@@ -127,10 +127,13 @@ _RESIZE_MODES: dict[str, tuple[str, dict[str, object]]] = {
     "linear": ("bilinear", {"exclude_outside": 0}),
     "nearest": ("nearest", {"nearest_mode": "floor"}),
 }
+# Nearest with round_prefer_ceil is PyTorch's nearest-exact (at half_pixel coordinates only).
+_NEAREST_EXACT = "round_prefer_ceil"
 _COORDINATE_MODES = {
     "bicubic": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
     "bilinear": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
     "nearest": {"asymmetric": 0},
+    "nearest-exact": {"half_pixel": 0},
 }
 # ONNX Resize defaults (opset 11+) for the attributes checked above.
 _RESIZE_DEFAULTS = {
@@ -176,6 +179,8 @@ def _resize_plan(node) -> tuple[str, int] | str:
     if mode not in _RESIZE_MODES:
         return f"mode {mode!r} has no DynamicResize equivalent (it has {sorted(_RESIZE_MODES)}); {_KEEP_RESIZE}"
     ours, required = _RESIZE_MODES[mode]
+    if mode == "nearest" and attrs.get("nearest_mode", _RESIZE_DEFAULTS["nearest_mode"]) == _NEAREST_EXACT:
+        ours, required = "nearest-exact", {}
     # First what no attribute of DynamicResize expresses: an antialiased export also sets
     # cubic_coeff_a=-0.5 and exclude_outside=1, which are not its cause.
     if attrs.get("antialias", 0) != 0:

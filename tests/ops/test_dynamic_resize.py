@@ -14,7 +14,8 @@ from plugserve.ops import dynamic_resize
 from plugserve.ops.graph import single_node_model
 from plugserve.surgery import decompose
 
-MODES = [("bicubic", False), ("bicubic", True), ("bilinear", False), ("bilinear", True), ("nearest", False)]
+MODES = [("bicubic", False), ("bicubic", True), ("bilinear", False), ("bilinear", True), ("nearest", False),
+         ("nearest-exact", False)]
 # (in_h, in_w, out_h, out_w): up, down, non-integer ratios, identity, 1x1 in and out.
 SIZES = [(17, 23, 40, 50), (5, 7, 13, 11), (12, 10, 5, 4), (9, 6, 9, 6), (3, 4, 1, 1), (1, 1, 4, 3), (10, 10, 37, 29)]
 
@@ -22,7 +23,7 @@ SIZES = [(17, 23, 40, 50), (5, 7, 13, 11), (12, 10, 5, 4), (9, 6, 9, 6), (3, 4, 
 @pytest.mark.parametrize(("mode", "align_corners"), MODES)
 def test_op_computes_f_interpolate_at_the_size_given_as_a_tensor(mode, align_corners):
     x = torch.rand(2, 3, 9, 13)
-    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
     expected = F.interpolate(x, size=(20, 7), mode=mode, **corners)
     got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([20, 7]), mode, align_corners)
     # The op runs libplugserve.so's CPU kernel when the library is built: same math, other rounding.
@@ -122,6 +123,23 @@ def test_decomposition_is_one_resize_with_sizes_from_shape_and_size_input():
     assert attrs["cubic_coeff_a"].f == pytest.approx(-0.75)
     assert {node.domain for node in graph.node} == {""}
     assert sorted(node.op_type for node in graph.node) == ["Cast", "Concat", "Resize", "Shape"]
+
+
+@pytest.mark.parametrize(("nearest_mode", "equal"), [("round_prefer_ceil", True), ("round_prefer_floor", False)])
+def test_pytorch_nearest_exact_is_onnx_nearest_round_prefer_ceil_at_half_pixel(nearest_mode, equal):
+    graph = decompose(_plugin_model("nearest-exact", False))
+    resize = next(node for node in graph.graph.node if node.op_type == "Resize")
+    for attribute in resize.attribute:
+        if attribute.name == "nearest_mode":
+            attribute.s = nearest_mode.encode()
+    session = ort.InferenceSession(graph.SerializeToString())
+    x = np.random.default_rng(3).random((1, 2, 12, 10), dtype=np.float32)
+    worst = 0.0
+    for size in ([5, 4], [18, 15], [3, 3], [24, 20]):
+        (got,) = session.run(None, {"x": x, "size": np.array(size)})
+        expected = F.interpolate(torch.from_numpy(x), size=tuple(size), mode="nearest-exact").numpy()
+        worst = max(worst, float(np.abs(got - expected).max()))
+    assert (worst == 0.0) == equal
 
 
 def test_decompose_refuses_an_unknown_mode_naming_it():

@@ -209,7 +209,9 @@ def _runtime_resize(**attrs) -> onnx.ModelProto:
      ({"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, "coordinate_transformation_mode='asymmetric'"),
      ({"mode": "linear", "antialias": 1}, "antialias=1"),
      ({"mode": "cubic", "antialias": 1, "cubic_coeff_a": -0.5, "exclude_outside": 1}, "antialias=1"),
-     ({"mode": "linear", "axes": [2, 3]}, "axes")],
+     ({"mode": "linear", "axes": [2, 3]}, "axes"),
+     ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_ceil"},
+      "coordinate_transformation_mode='asymmetric'")],
 )
 def test_resize_it_cannot_reproduce_is_refused_with_the_reason(attrs, reason):
     with pytest.raises(PluginizeError, match="nothing was rewritten") as error:
@@ -363,6 +365,20 @@ def test_msda_plugin_node_with_unknown_attributes_is_refused(tmp_path):
                           ["src", "shapes", "starts"], {"src": {0: "n", 1: "s"}})
     with pytest.raises(PluginizeError, match=r"MultiscaleDeformableAttnPlugin_TRT.*attributes \['im2col_step'\]"):
         pluginize(graph)
+
+
+def test_nearest_round_prefer_ceil_at_half_pixel_becomes_nearest_exact_and_round_trips():
+    graph = _runtime_resize(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+    pluginized = pluginize(graph)
+    [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
+    assert {a.name: helper.get_attribute_value(a) for a in node.attribute}["mode"] == b"nearest-exact"
+    rng = np.random.default_rng(4)
+    decomposed = decompose(pluginized)
+    for (h, w), (oh, ow) in [((12, 10), (5, 4)), ((7, 9), (18, 20))]:
+        x, like = rng.random((2, 3, h, w), dtype=np.float32), np.zeros((2, 3, oh, ow), np.float32)
+        expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode="nearest-exact").numpy()
+        np.testing.assert_array_equal(run(decomposed, x=x, like=like)[0], expected)
+        np.testing.assert_array_equal(run(graph, x=x, like=like)[0], expected)
 
 
 def test_pluginize_command_writes_the_graph_and_refuses_with_exit_code_2(tmp_path, capsys):
