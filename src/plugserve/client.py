@@ -93,8 +93,16 @@ class Client:
         """Tell the server about a system shared-memory region (made with tritonclient.utils.shared_memory)."""
         self._client.register_system_shared_memory(region, key, byte_size)
 
-    def unregister_system_shared_memory(self, region: str) -> None:
-        self._client.unregister_system_shared_memory(region)
+    def register_cuda_shared_memory(self, region: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        """Tell the server about a CUDA memory region (tritonclient.utils.cuda_shared_memory) on a GPU of its host."""
+        self._client.register_cuda_shared_memory(region, raw_handle, device_id, byte_size)
+
+    def unregister_shared_memory(self, region: str, kind: str = "system") -> None:
+        """Release a registered region, "system" or "cuda"."""
+        if kind == "cuda":
+            self._client.unregister_cuda_shared_memory(region)
+        else:
+            self._client.unregister_system_shared_memory(region)
 
     def infer_shared_memory(
         self, model: str, inputs: dict[str, tuple[str, list[int], str, int]], outputs: dict[str, tuple[str, int]]
