@@ -14,10 +14,10 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from plugserve import native, repository, runners
+from plugserve import native, onnx_io, repository, runners
 from plugserve.config import ModelSpec
 from plugserve.export import export_onnx
-from plugserve.lowering import Lowered, RuntimeUnavailable, check_io_names, package_versions, to_json
+from plugserve.lowering import Lowered, RuntimeUnavailable, package_versions, to_json
 from plugserve.runners.contract import ONNXRUNTIME_OPTIONS_PARAMETER, SPEC_PARAMETER
 from plugserve.surgery import decompose, pluginize
 
@@ -62,7 +62,7 @@ def export_runtime_onnx(spec: ModelSpec, out_path: Path, precision: str, ops: st
     else:
         target = "tensorrt" if ops == "native" else "onnxruntime"  # the plugin-node graph, or decomposed
         export_onnx(spec.model_name(), out_path, checkpoint=spec.checkpoint, target=target, dtype=precision)
-    check_io_names(spec, out_path)
+    onnx_io.check(spec, out_path, precision)
     return out_path
 
 
