@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="plugserve", description=__doc__.splitlines()[0], epilog=_epilog(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks on failure")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, warnings only")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, errors only")
     parser.add_argument("--version", action="store_true", help="print plugserve's and its dependencies' versions")
     subparsers = parser.add_subparsers(dest="command", metavar="command")
     for name, (_, summary) in COMMANDS.items():
@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     if known.command is None:
         parser.error("a command is required")
     console.quiet = known.quiet
-    logging.basicConfig(level=logging.DEBUG if known.verbose else logging.WARNING if known.quiet else logging.INFO,
+    # Libraries' INFO records (onnx_ir's passes, ...) are for their developers: -v shows them.
+    logging.basicConfig(level=logging.DEBUG if known.verbose else logging.ERROR if known.quiet else logging.WARNING,
                         format="%(name)s: %(message)s")
 
     module_name, summary = COMMANDS[known.command]
