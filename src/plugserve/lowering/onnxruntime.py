@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 
 from plugserve import native, onnx_io, repository, runners
-from plugserve.config import ModelSpec
+from plugserve.config import ConfigError, ModelSpec
 from plugserve.export import export_onnx
 from plugserve.lowering import Lowered, RuntimeUnavailable, package_versions, to_json
 from plugserve.runners.contract import ONNXRUNTIME_OPTIONS_PARAMETER, SPEC_PARAMETER
@@ -41,7 +41,7 @@ def resolve_ops(spec: ModelSpec) -> tuple[str, Path | None]:
     ops = spec.onnxruntime.ops or ("native" if library is not None else "decomposed")
     if ops == "native" and library is None:
         raise RuntimeUnavailable(
-            f"models.yaml: models.{spec.name}.onnxruntime.ops: native needs {native.ORT_LIBRARY_NAME}, which is not "
+            f"{spec.label}: models.{spec.name}.onnxruntime.ops: native needs {native.ORT_LIBRARY_NAME}, which is not "
             f"built: run `make -C plugins` with ONNX Runtime's headers in .onnxruntime/include (plugins/ort/README.md), "
             f"set ${native.ORT_ENV_VAR}, or choose ops: decomposed")
     return ops, library if ops == "native" else None
@@ -68,7 +68,8 @@ def export_runtime_onnx(spec: ModelSpec, out_path: Path, precision: str, ops: st
 
 def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
     if precision != "fp32":
-        raise ValueError(f"runtime onnxruntime serves fp32 only (CPU); got precision {precision!r}")
+        raise ConfigError(f"{spec.label}: models.{spec.name}: runtime onnxruntime serves fp32 only (CPU); "
+                          f"got precision {precision!r}")
     ops, library = resolve_ops(spec)
     export_runtime_onnx(spec, version_dir / repository.ONNX_FILE, precision, ops)
     runners.install("onnxruntime", version_dir)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plugserve import console, native, onnx_io, repository
-from plugserve.config import Range
+from plugserve.config import ConfigError, Range
 from plugserve.export import export_onnx
 from plugserve.lowering import Lowered, package_versions
 from plugserve.repository import sha256_file
@@ -109,8 +109,8 @@ def _warmup(
 def _cuda_graphs(spec: ModelSpec) -> dict[str, Any]:
     shape_tensors = [t.name for t in spec.inputs if t.shape_tensor]
     if shape_tensors:
-        raise ValueError(
-            f"models.yaml: models.{spec.name}.tensorrt.cuda_graphs: a CUDA graph fixes every shape, but shape "
+        raise ConfigError(
+            f"{spec.label}: models.{spec.name}.tensorrt.cuda_graphs: a CUDA graph fixes every shape, but shape "
             f"tensor input(s) {shape_tensors} set output shapes per request; turn cuda_graphs off for this model"
         )
     specs = []
@@ -158,7 +158,7 @@ def _export(spec: ModelSpec, out_path: Path, precision: str) -> onnx.ModelProto:
     if spec.onnx is not None:
         return pluginize(onnx.load(str(spec.onnx)))
     if spec.source_model is None:
-        raise ValueError(f"models.yaml: models.{spec.name}.source: needs `model` or `onnx`")
+        raise ConfigError(f"{spec.label}: models.{spec.name}.source: needs `model` or `onnx`")
     # fp16 is exported as fp16 (strongly typed on TensorRT 10 and 11 alike); bf16 comes from the
     # builder flag of TensorRT 10 on an fp32 graph (plan_precision refuses it on 11).
     export_onnx(
