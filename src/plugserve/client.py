@@ -211,13 +211,8 @@ def reference_outputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarr
     import torch
 
     module = _local_model(spec.source_model, spec.checkpoint)  # loaded once per process, not per request
-    args = []
-    for t in spec.inputs:
-        array = inputs[t.name]
-        # A shape tensor is batched by Triton ([N, k], equal rows); the model takes one row.
-        args.append(torch.from_numpy(array.reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else array))
     with torch.inference_mode():
-        result = module(*args)
+        result = module(*(torch.from_numpy(array) for array in _model_inputs(spec, inputs).values()))
     results = result if isinstance(result, (tuple, list)) else (result,)
     return {t.name: r.detach().cpu().numpy() for t, r in zip(spec.outputs, results, strict=True)}
 
@@ -235,12 +230,15 @@ def _onnx_session(path: Path):
 def _onnx_outputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if not spec.onnx.is_file():
         raise FileNotFoundError(2, "source ONNX of --check is missing", str(spec.onnx))
-    session = _onnx_session(spec.onnx)
-    feed = {}
-    for t in spec.inputs:
-        array = inputs[t.name]
-        feed[t.name] = array.reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else array
-    return dict(zip([t.name for t in spec.outputs], session.run([t.name for t in spec.outputs], feed), strict=True))
+    names = [t.name for t in spec.outputs]
+    return dict(zip(names, _onnx_session(spec.onnx).run(names, _model_inputs(spec, inputs)), strict=True))
+
+
+def _model_inputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The request's inputs as the source model takes them, in models.yaml's order: a shape tensor is
+    batched by Triton ([N, k], equal rows), the model takes one row."""
+    return {t.name: inputs[t.name].reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else inputs[t.name]
+            for t in spec.inputs}
 
 
 def compare(served: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
