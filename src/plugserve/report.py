@@ -453,7 +453,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     if not args.results.is_dir():
-        raise SystemExit(f"plugserve report: results folder {args.results} does not exist; run `plugserve bench` first")
+        raise FileNotFoundError(2, "results folder does not exist; run `plugserve bench` first", str(args.results))
     page = build_report(args.results, args.out or args.results / "report")
     print(f"wrote {page}")
     return 0

@@ -298,11 +298,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    try:
-        server.start()
-    except ServerError as error:
-        print(f"serve: {error}", file=sys.stderr)
-        return 1
+    server.start()  # a ServerError (port in use, no tritonserver) is one line and exit 8 from plugserve.cli
     print(f"serve: ready on http {server.http_url}, grpc {server.grpc_url}, metrics :{server.metrics_port}"
           f" (repository {server.repository}); Ctrl-C stops", flush=True)
     try:

@@ -106,7 +106,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     import onnx
 
     if not args.input.is_file():
-        raise SystemExit(f"decompose: input {args.input} does not exist")
+        raise FileNotFoundError(2, "input does not exist", str(args.input))
     model = onnx.load(str(args.input))
     decomposed = decompose(model)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -417,7 +417,7 @@ def run_pluginize(args: argparse.Namespace) -> int:
     import onnx
 
     if not args.input.is_file():
-        raise SystemExit(f"pluginize: input {args.input} does not exist")
+        raise FileNotFoundError(2, "input does not exist", str(args.input))
     try:
         rewritten = pluginize(onnx.load(str(args.input)))
     except PluginizeError as error:

@@ -43,7 +43,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     target.add_argument("--model", help="model name in the repository (not needed with --calibrate)")
     target.add_argument("--url", help="a running server, host:port of its HTTP or gRPC endpoint; "
                                       "without it the harness starts tritonserver on --repository")
-    target.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    target.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="tritonclient protocol (default: %(default)s)")
     target.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     target.add_argument("--config", type=Path, default=Path("models.yaml"),
                         help="models.yaml, for --dynamic-batching/--instances variants (default: %(default)s)")
@@ -67,7 +68,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--shared-memory", choices=SHARED_MEMORY, default="none",
                       help="pass inputs and outputs through system shared memory, or CUDA memory on the server's "
                            "GPU (a client on the same host; the python engine needs cuda-python) (default: %(default)s)")
-    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default: %(default)s)")
     step = parser.add_argument_group("each step")
     step.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (default: %(default)s)")
     step.add_argument("--window", type=float, default=1.0, help="seconds per measurement window (default: %(default)s)")
@@ -151,8 +152,12 @@ def _engine(args: argparse.Namespace) -> str:
     return args.engine or analyzer.ENGINE
 
 
-def _runtime(repository_dir: Path, model: str) -> str:
-    """The runtime recorded in the newest version's manifest.json (the one Triton serves by default)."""
+def _runtime(config: dict[str, Any], repository_dir: Path, model: str) -> str:
+    """The runtime the served config names (build writes it), else the one in the newest local
+    version's manifest.json: a server given by --url need not serve this machine's repository."""
+    named = config.get("parameters", {}).get(repository.RUNTIME_PARAMETER, {}).get("string_value")
+    if named:
+        return named
     served = repository.served_version_dir(repository_dir / model)
     manifest = served / repository.MANIFEST_NAME if served else None
     return json.loads(manifest.read_text()).get("runtime", "unknown") if manifest and manifest.is_file() else "unknown"
@@ -224,7 +229,7 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
                                                                  args.engine)
     config = target.config
     meta = {
-        "model": model, "calibrate": args.calibrate, "runtime": _runtime(repository_dir, model),
+        "model": model, "calibrate": args.calibrate, "runtime": _runtime(target.config, repository_dir, model),
         "protocol": args.protocol, "url": url, "mode": mode, "arrivals": args.arrivals if mode == "rate" else None,
         "loads": loads, "batch_size": args.batch_size, "shared_memory": shared_memory, "tag": args.tag,
         "engine": args.engine, "cross_check": other if args.cross_check else None,

@@ -16,7 +16,11 @@ import numpy as np
 
 from plugserve.perf.load import StepResult
 
-RESULTS_DIR = Path("bench/results")
+# The project's bench/results, found from this file (src/plugserve/perf/ in a checkout), not the
+# current directory: `plugserve bench` run from elsewhere still files its results with the others.
+# An installed package has no project around it: there, bench/results under the current directory.
+_PROJECT = Path(__file__).resolve().parents[3]
+RESULTS_DIR = _PROJECT / "bench" / "results" if (_PROJECT / "pyproject.toml").is_file() else Path("bench/results")
 # A step whose requests/s exceed this share of the calibrated ceiling measures the harness, not the server.
 HARNESS_BOUND_SHARE = 0.5
 CALIBRATION_MODEL = "plugserve_identity"
