@@ -20,10 +20,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[test,bench,dev]"
 	# tensorrt-stubs depends on the `tensorrt` download stub, which cannot install offline.
 	$(BIN)/pip install -q --no-deps "tensorrt-stubs>=10.13"
+	bash scripts/install_perf_analyzer.sh $(VENV)
 	touch $@
 
 .PHONY: venv
-venv: $(VENV)/.installed ## create .venv and install the project with all extras
+venv: $(VENV)/.installed ## create .venv and install the project with all extras (and perf_analyzer, where it runs)
+
+.PHONY: perf-analyzer
+perf-analyzer: venv ## (re)install NVIDIA's perf_analyzer into .venv/lib/perf_analyzer, wrapper .venv/bin/perf_analyzer
+	bash scripts/install_perf_analyzer.sh $(VENV)
 
 .PHONY: plugins
 plugins: ## build plugins/build/libplugserve.so (kernels, CPU code, C ABI; TensorRT glue when headers are found)
@@ -78,9 +83,12 @@ BENCH_CONCURRENCY ?= 1:8
 # Each step measured in rounds that alternate served and in-process: the VM's speed drifts by
 # several percent from one minute to the next, and one round per side put that drift into the ratio.
 BENCH_ROUNDS ?= 3
-# none, or system: tensors through registered shared memory, so the client's HTTP/gRPC parsing
+# none, system or cuda (a GPU host): tensors through registered shared memory, so the client's HTTP/gRPC parsing
 # (on the same 2 cores as the server) leaves the comparison and Triton's own overhead remains.
 BENCH_SHARED_MEMORY ?= none
+# perf_analyzer (installed by `make venv`) or python (plugserve's own sender); the harness falls back
+# to python, saying so, where perf_analyzer is missing.
+BENCH_ENGINE ?= perf_analyzer
 BENCH_ARGS ?=
 # Per-model inputs: the encoder at 128x128 runs ~17 requests/s on 2 cores, so a measurement window
 # holds enough of them to settle; at its profile's 256x256 (~4/s) the steps mostly hit the time cap.
@@ -95,10 +103,10 @@ LOCUST_TAGS ?= sr deformable
 bench: venv ## harness ceiling, then concurrency sweeps (with in-process ORT beside) of each model over HTTP and gRPC; needs a built model_repository
 	for protocol in $(BENCH_PROTOCOLS); do \
 	  $(BIN)/python bench/perf.py --calibrate --protocol $$protocol --concurrency $(BENCH_CONCURRENCY) \
-	    --shared-memory $(BENCH_SHARED_MEMORY) || exit 1; \
+	    --shared-memory $(BENCH_SHARED_MEMORY) --engine $(BENCH_ENGINE) || exit 1; \
 	  $(foreach model,$(BENCH_MODELS),$(BIN)/python bench/perf.py --model $(model) --protocol $$protocol \
 	    --concurrency $(BENCH_CONCURRENCY) --in-process --rounds $(BENCH_ROUNDS) $(BENCH_INPUTS_$(model)) \
-	    --shared-memory $(BENCH_SHARED_MEMORY) $(BENCH_ARGS) || exit 1;) \
+	    --shared-memory $(BENCH_SHARED_MEMORY) --engine $(BENCH_ENGINE) $(BENCH_ARGS) || exit 1;) \
 	done
 
 .PHONY: locust

@@ -12,6 +12,8 @@
 #
 # Header sets come from the NVIDIA/TensorRT repository (never committed), e.g.
 #   git -C <TensorRT clone> archive release/10.13 include | tar -x -C .tensorrt/10.13/
+# The tests (tests/plugins/conftest.py) also look in ~/.cache/plugserve/tensorrt-headers/<version>/include
+# ($PLUGSERVE_TENSORRT_HEADERS), so every checkout of a machine, CI's fresh clone too, finds one copy.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -13,13 +13,18 @@
 # for), extra (the same pairs through system shared memory, and our kernels without CUDA graphs),
 # reversed (the pairs again, each PyTorch twin first, to see order and run-to-run effects; and the
 # fp32 pair through shared memory), repeat (the super-resolution pair in three rounds of longer
-# steps, alternating which twin goes first: their difference is under the spread of one round).
+# steps, alternating which twin goes first: their difference is under the spread of one round),
+# analyzer (issue 14: the fp16 pairs measured by perf_analyzer over gRPC + CUDA shm, gRPC + system
+# shm and plain gRPC at c=1 and c=8; the last two cross-checked by our Python sender, which needs
+# cuda-python for CUDA shm and the host lacks it).
+# PERF_ANALYZER_TAR: a tar.xz of bin/perf_analyzer and lib/perf_analyzer/ as `make perf-analyzer`
+# lays them out in .venv; BUILD_MODELS: build only these models of bench/torch_h100.yaml.
 set -uo pipefail
 STAGES=${STAGES:-tests pairs extra}
 OUT=${OUT:-$PWD/bench/results/device}
 BUNDLE=${BUNDLE:-dist/bundle-py3.12}
 REPOSITORY=${REPOSITORY:-/tmp/plugserve-torch-repository}
-RESULTS=$(mktemp -d)
+RESULTS=${RESULTS:-$(mktemp -d)}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/bench.log") 2>&1
@@ -30,7 +35,12 @@ PYTHON=$PYTHON bash "$BUNDLE/install.sh" || exit 1
 # shellcheck source=/dev/null
 . "$BUNDLE/env.sh"
 if compgen -G ".whl/*.whl" >/dev/null; then
-  "$PYTHON" -m pip install -q --no-index --no-deps .whl/*.whl || exit 1
+  "$PYTHON" -m pip install -q --no-index --no-deps --force-reinstall .whl/*.whl || exit 1
+fi
+if [[ -n ${PERF_ANALYZER_TAR:-} ]]; then
+  mkdir -p /tmp/perf_analyzer && tar -xJf "$PERF_ANALYZER_TAR" -C /tmp/perf_analyzer || exit 1
+  export PLUGSERVE_PERF_ANALYZER=/tmp/perf_analyzer/bin/perf_analyzer
+  "$PLUGSERVE_PERF_ANALYZER" --version || exit 1
 fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 # What the python backend stub needs from the host: libpython of this version, and room in /dev/shm.
@@ -45,11 +55,12 @@ if has tests; then
   timeout 300 "$PYTHON" -m pytest -m gpu tests/gpu/test_torch_runtime.py -q -p no:cacheprovider -o addopts="" \
     2>&1 | tee "$OUT/gpu-tests.log"
 fi
-has pairs || has extra || has reversed || has repeat || exit 0
+has pairs || has extra || has reversed || has repeat || has analyzer || exit 0
 
 step "build $REPOSITORY from bench/torch_h100.yaml"
 rm -rf "$REPOSITORY"
-"$PYTHON" -m plugserve.cli build --config bench/torch_h100.yaml --repository "$REPOSITORY" || exit 1
+"$PYTHON" -m plugserve.cli build --config bench/torch_h100.yaml --repository "$REPOSITORY" \
+  $(for model in ${BUILD_MODELS:-}; do echo --model "$model"; done) || exit 1
 
 step "serve"
 # GPU outputs go from the runner to the server through Triton's CUDA memory pool; the default 64 MiB
@@ -80,6 +91,7 @@ bench() {  # model, extra bench arguments...
   timeout 90 "$PYTHON" -m plugserve.cli bench --url localhost:8001 --protocol grpc --model "$model" \
     --repository "$REPOSITORY" --concurrency 1,8 --warmup 2 --max-step-time 8 --results "$RESULTS" \
     --tag h100 "$@"
+  tar -czf "$OUT/results.tgz" -C "$RESULTS" .  # after each run: what was measured comes back even if cut off
 }
 SR=(--shape image=3,256,256 --input size=1024,1024)
 DEFORMABLE=(--shape image=3,800,1333)
@@ -107,6 +119,18 @@ if has reversed; then
   done
   bench deformable_encoder_fp32_pytorch "${DEFORMABLE[@]}" --shared-memory system
   bench deformable_encoder_fp32 "${DEFORMABLE[@]}" --shared-memory system
+fi
+if has analyzer; then
+  # Short steps: 0.5 s windows, at most 3 s of them; CUDA shm first, the transport the targets are set on.
+  QUICK=(--engine perf_analyzer --window 0.5 --max-step-time 3 --warmup 1 --tag h200-analyzer)
+  for memory in cuda system none; do
+    check=(); [[ $memory != cuda ]] && check=(--cross-check)
+    for model in super_resolution_fp16 super_resolution_fp16_pytorch deformable_encoder_fp16 \
+                 deformable_encoder_fp16_pytorch; do
+      if [[ $model == super* ]]; then shape=("${SR[@]}"); else shape=("${DEFORMABLE[@]}"); fi
+      bench "$model" "${shape[@]}" --shared-memory "$memory" "${QUICK[@]}" "${check[@]}"
+    done
+  done
 fi
 if has repeat; then
   for round in 1 2 3; do

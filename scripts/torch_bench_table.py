@@ -4,7 +4,8 @@
     python scripts/torch_bench_table.py RESULTS_DIR
 
 A model named `<name>_pytorch` is the twin of `<name>` (and of `<name>_eager`); the ratio column is
-throughput over the twin's at the same concurrency. The server columns are Triton's per-request
+throughput over the twin's at the same concurrency and transport; "cross-check" is the step's
+throughput over the other engine's (`--cross-check`), where measured. The server columns are Triton's per-request
 averages over the measured windows: queue, compute input (request tensors into the runner),
 compute infer (the runner's execute), compute output (response tensors out).
 """
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from plugserve.perf.results import memory_mode
 
 
 def twin(model: str) -> str | None:
@@ -30,25 +33,32 @@ def main(argv: list[str]) -> int:
     for path in sorted(Path(argv[0]).glob("*.json")):
         run = json.loads(path.read_text())
         meta = run["meta"]
-        transport = meta["protocol"] + (" + shm" if meta["shared_memory"] else "")
+        memory = memory_mode(meta["shared_memory"])
+        transport = meta["protocol"] + ("" if memory == "none" else f" + {memory} shm")
         runs[(meta["model"], transport)] = run  # the newest of a kind wins: file names end with the start time
     steps = {(model, transport, step["load"]): step for (model, transport), run in runs.items()
              for step in run["steps"]}
-    print("| model | transport | conc | infer/s | vs PyTorch | p50 ms | p99 ms | batch | queue us | input us "
-          "| infer us | output us | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | transport | engine | conc | infer/s | vs PyTorch | cross-check | p50 ms | p99 ms | batch "
+          "| queue us | input us | infer us | output us | stop | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, transport), run in runs.items():
+        checked = {step["load"]: step for step in run.get("cross_check", [])}
         for step in run["steps"]:
+            check = checked.get(step["load"])
+            cross = (f"{step['throughput'] / check['throughput']:.2f}x {check['engine']}"
+                     if check and check["throughput"] else "")
             other = steps.get((twin(model), transport, step["load"])) if twin(model) else None
             ratio = f"{step['throughput'] / other['throughput']:.2f}x" if other and other["throughput"] else ""
             server = step["server"]
-            print(f"| {model} | {transport} | {step['load']:g} | {step['throughput']:.1f} | {ratio} "
+            print(f"| {model} | {transport} | {step.get('engine', 'python')} | {step['load']:g} "
+                  f"| {step['throughput']:.1f} | {ratio} | {cross} "
                   f"| {step['p50_ms']:.2f} "
                   f"| {step['p99_ms']:.2f} | {server.get('server_avg_batch', float('nan')):.2f} "
                   f"| {server.get('server_queue_us', float('nan')):.0f} "
                   f"| {server.get('server_compute_input_us', float('nan')):.0f} "
                   f"| {server.get('server_compute_infer_us', float('nan')):.0f} "
-                  f"| {server.get('server_compute_output_us', float('nan')):.0f} | {step['errors']} |")
+                  f"| {server.get('server_compute_output_us', float('nan')):.0f} | {step['stopped']} "
+                  f"| {step['errors']} |")
     return 0
 
 

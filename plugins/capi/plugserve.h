@@ -29,7 +29,7 @@ const char* plugserve_build_info(void);
 const char* plugserve_last_error(void);
 
 /* x [batch, channels, in_h, in_w] -> y [batch, channels, out_h, out_w]; mode "bicubic" |
- * "bilinear" | "nearest"; align_corners 0/1. Same results as torch.nn.functional.interpolate. */
+ * "bilinear" | "nearest" | "nearest-exact"; align_corners 0/1. Same results as torch.nn.functional.interpolate. */
 int plugserve_dynamic_resize(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
                              int64_t out_w, const char* mode, int align_corners, int dtype, const void* x, void* y,
                              void* stream);

@@ -15,9 +15,10 @@ Status validate(const Params& p) {
         return Status::Error("DynamicResize: input and output sizes must be >= 1, got input " + std::to_string(p.in_h) +
                              "x" + std::to_string(p.in_w) + ", output " + std::to_string(p.out_h) + "x" +
                              std::to_string(p.out_w));
-    if (p.mode != Mode::kNearest && p.mode != Mode::kBilinear && p.mode != Mode::kBicubic)
+    if (p.mode != Mode::kNearest && p.mode != Mode::kBilinear && p.mode != Mode::kBicubic &&
+        p.mode != Mode::kNearestExact)
         return Status::Error("DynamicResize: unknown mode " + std::to_string(static_cast<int>(p.mode)));
-    if (p.align_corners && p.mode == Mode::kNearest)
+    if (p.align_corners && (p.mode == Mode::kNearest || p.mode == Mode::kNearestExact))
         return Status::Error("DynamicResize: align_corners is only defined for bilinear and bicubic (as in PyTorch)");
     if (countInt32({p.batch, p.channels, p.in_h, p.in_w}) < 0 || countInt32({p.batch, p.channels, p.out_h, p.out_w}) < 0)
         return Status::Error("DynamicResize: tensors of more than 2^31-1 elements are not supported, got input [" +
@@ -29,13 +30,14 @@ Status validate(const Params& p) {
 
 Status parseMode(const char* name, Mode* mode) {
     if (name == nullptr || mode == nullptr) return Status::Error("DynamicResize: mode name is null");
-    for (Mode m : {Mode::kNearest, Mode::kBilinear, Mode::kBicubic}) {
+    for (Mode m : {Mode::kNearest, Mode::kBilinear, Mode::kBicubic, Mode::kNearestExact}) {
         if (std::strcmp(name, modeName(m)) == 0) {
             *mode = m;
             return Status::Ok();
         }
     }
-    return Status::Error(std::string("DynamicResize: mode must be bicubic, bilinear or nearest, got '") + name + "'");
+    return Status::Error(std::string("DynamicResize: mode must be bicubic, bilinear, nearest or nearest-exact, got '") +
+                         name + "'");
 }
 
 const char* modeName(Mode m) {
@@ -43,6 +45,7 @@ const char* modeName(Mode m) {
         case Mode::kNearest: return "nearest";
         case Mode::kBilinear: return "bilinear";
         case Mode::kBicubic: return "bicubic";
+        case Mode::kNearestExact: return "nearest-exact";
     }
     return "unknown";
 }

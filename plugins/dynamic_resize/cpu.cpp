@@ -48,6 +48,7 @@ void dispatchMode(const Params& p, const void* in, void* out, const ParallelFor*
         case Mode::kNearest: resizeCpu<T, Mode::kNearest>(p, src, dst, parallel); break;
         case Mode::kBilinear: resizeCpu<T, Mode::kBilinear>(p, src, dst, parallel); break;
         case Mode::kBicubic: resizeCpu<T, Mode::kBicubic>(p, src, dst, parallel); break;
+        case Mode::kNearestExact: resizeCpu<T, Mode::kNearestExact>(p, src, dst, parallel); break;
     }
 }
 

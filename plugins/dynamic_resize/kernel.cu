@@ -332,6 +332,7 @@ Status launchMode(const Params& p, const void* in, void* out, cudaStream_t strea
         case Mode::kNearest: return launchTyped<T, Mode::kNearest>(p, in, out, stream);
         case Mode::kBilinear: return launchTyped<T, Mode::kBilinear>(p, in, out, stream);
         case Mode::kBicubic: return launchTyped<T, Mode::kBicubic>(p, in, out, stream);
+        case Mode::kNearestExact: return launchTyped<T, Mode::kNearestExact>(p, in, out, stream);
     }
     return Status::Error("DynamicResize: unknown mode");
 }

@@ -20,6 +20,8 @@ template <>
 struct Taps<Mode::kBilinear> { static constexpr int value = 2; };
 template <>
 struct Taps<Mode::kBicubic> { static constexpr int value = 4; };
+template <>
+struct Taps<Mode::kNearestExact> { static constexpr int value = 1; };
 
 // A 1-D filter: input indices start .. start+kTaps-1 (clamped to the map when read) and weights.
 template <int kTaps>
@@ -48,6 +50,14 @@ PS_HD Window<Taps<M>::value> window(int dst, int in_size, float scale, bool alig
 template <>
 PS_HD Window<1> window<Mode::kNearest>(int dst, int in_size, float scale, bool) {
     const int i = static_cast<int>(floorf(static_cast<float>(dst) * scale));
+    return {i < in_size - 1 ? i : in_size - 1, {1.f}};
+}
+
+// PyTorch's nearest_exact_idx: the pixel whose centre is nearest, ties to the right; ONNX Resize
+// computes the same with half_pixel coordinates and nearest_mode=round_prefer_ceil.
+template <>
+PS_HD Window<1> window<Mode::kNearestExact>(int dst, int in_size, float scale, bool) {
+    const int i = static_cast<int>(floorf((static_cast<float>(dst) + 0.5f) * scale));
     return {i < in_size - 1 ? i : in_size - 1, {1.f}};
 }
 

@@ -11,7 +11,7 @@
 
 namespace plugserve::dynamic_resize {
 
-enum class Mode { kNearest, kBilinear, kBicubic };
+enum class Mode { kNearest, kBilinear, kBicubic, kNearestExact };
 
 struct Params {
     int64_t batch, channels, in_h, in_w, out_h, out_w;
@@ -29,7 +29,7 @@ Status launch(const Params&, DType, const void* in, void* out, cudaStream_t stre
 // output rows are spread over `parallel` when given.
 Status runCpu(const Params&, DType, const void* in, void* out, const ParallelFor* parallel = nullptr);
 
-// "nearest" | "bilinear" | "bicubic" (exact, lowercase).
+// "nearest" | "bilinear" | "bicubic" | "nearest-exact" (PyTorch's names, exact).
 Status parseMode(const char* name, Mode* mode);
 const char* modeName(Mode);
 

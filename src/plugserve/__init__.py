@@ -10,11 +10,13 @@ The package in layers, top to bottom; a module imports only from its own layer o
     build  check_plugins                  one model or all of models.yaml into the repository; plugin nodes
                                           through TensorRT's parser, builder and runtime (plugins/harness)
     lowering/                             one module per runtime, the same face each (onnxruntime, tensorrt, torch)
-    trt/  export  surgery                 the TensorRT toolkit; PyTorch -> ONNX; plugin-node graph rewrites
+    trt/  export  surgery  onnx_io        the TensorRT toolkit; PyTorch -> ONNX; plugin-node graph rewrites;
+                                          an ONNX's inputs/outputs against models.yaml (`plugserve init`)
       runners/torch_program  torch_runner   the torch runtime's serve side (needs the ops)
     repository  ops/  models/             the on-disk layout; the operators; the headline models
-    config  native  runners/              models.yaml; the ctypes loader of libplugserve.so; code that
-                                          runs inside tritonserver (contract.py: stdlib + numpy only)
+    config  native  runners/  console     models.yaml; the ctypes loader of libplugserve.so; code that
+                                          runs inside tritonserver (contract.py: stdlib + numpy only);
+                                          progress lines and UsageError
 
 torch, onnx, onnxruntime and tensorrt are imported inside the functions that need them, so that
 `plugserve --help` and every module's import work without them.

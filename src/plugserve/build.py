@@ -11,14 +11,13 @@ import argparse
 import datetime
 import os
 import shutil
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugserve import config, lowering, models, repository
+from plugserve import config, console, lowering, models, repository
 from plugserve.config import ConfigError, ModelSpec
 
 DEFAULT_CONFIG = Path("models.yaml")
@@ -53,19 +52,20 @@ def build_model(
     """Build one new version of `spec` into the repository; prune to the newest `keep` versions
     (never one a running server has loaded). Builds of one repository take turns (`build_lock`)."""
     started = time.perf_counter()
+    where = "--runtime" if runtime else f"{spec.label}: models.{spec.name}.runtime"
     runtime = runtime or spec.runtime
-    lowering_module = lowering.load(runtime, f"models.yaml: models.{spec.name}.runtime")
+    lowering_module = lowering.load(runtime, where)
     reason = lowering_module.unavailable()
     if reason is not None:
         raise lowering.RuntimeUnavailable(f"runtime {runtime} cannot build {spec.name} here: {reason}")
     precision = precision or spec.precisions[0]
     if precision not in spec.precisions:
         raise ConfigError(
-            f"models.yaml: models.{spec.name}.precisions: {precision!r} is not listed ({', '.join(spec.precisions)})"
+            f"{spec.label}: models.{spec.name}.precisions: {precision!r} is not listed ({', '.join(spec.precisions)})"
         )
     for field_name, given in (("onnx", spec.onnx), ("checkpoint", spec.checkpoint)):
         if given is not None and not given.is_file():
-            raise ConfigError(f"models.yaml: models.{spec.name}.source.{field_name}: file {given} does not exist")
+            raise ConfigError(f"{spec.label}: models.{spec.name}.source.{field_name}: file {given} does not exist")
     source = source_file(spec)
 
     with repository.build_lock(repository_dir, lambda path: log(f"build: waiting for another build of "
@@ -85,14 +85,17 @@ def _build_locked(spec: ModelSpec, repository_dir: Path, lowering_module: Any, r
     staged_version = staged_model / str(version)
     try:
         staged_version.mkdir(parents=True)
-        lowered = lowering_module.lower(spec, staged_version, precision)
+        with console.step(f"build: {spec.name} version {version} ({runtime}, {precision})"):
+            lowered = lowering_module.lower(spec, staged_version, precision)
         # Where commit() will have moved the staged version: config.pbtxt may name its files absolutely.
         updates = repository.resolve_version_files(lowered.config_updates, staged_version,
                                                    repository_dir.resolve() / spec.name / str(version))
         if "model_warmup" not in updates:  # every runtime warms up at the profiles' opt shapes
             updates["model_warmup"] = repository.warmup_requests(spec, staged_model / repository.WARMUP_DIR,
                                                                  str(version))
-        config = repository.config_dict(spec, lowered.backend, lowered.parameters, updates)
+        # The runtime goes into the served config so that clients (bench) can read it from the server.
+        parameters = {repository.RUNTIME_PARAMETER: runtime, **lowered.parameters}
+        config = repository.config_dict(spec, lowered.backend, parameters, updates)
         staged_config = repository.write_config(config, staged_model / repository.CONFIG_NAME)
         shutil.copyfile(staged_config, staged_version / repository.SERVED_CONFIG_NAME)
         manifest = repository.write_manifest(
@@ -163,10 +166,6 @@ def add_build_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     if args.keep is not None and args.keep < 1:
-        raise SystemExit(f"build: --keep must be >= 1, got {args.keep}")
-    try:
-        build(args.config, args.repository, args.models, runtime=args.runtime, precision=args.precision, keep=args.keep)
-    except ConfigError as error:
-        print(f"build: {error}", file=sys.stderr)
-        return 2
+        raise console.UsageError(f"--keep must be >= 1, got {args.keep}")
+    build(args.config, args.repository, args.models, runtime=args.runtime, precision=args.precision, keep=args.keep)
     return 0

@@ -213,7 +213,8 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
             elem = onnx.TensorProto.DataType.Name(ttype.elem_type) if ttype is not None and ttype.elem_type else "FLOAT"
             np_types[tensor] = onnx.helper.tensor_dtype_to_np_dtype(onnx.TensorProto.DataType.Value(elem))
             samples = [t.get(tensor) for t in evaluation.tensors]
-            concrete = [np.shape(s) for s in samples] if samples and all(s is not None for s in samples) else None
+            present = [s for s in samples if s is not None]
+            concrete = [np.shape(s) for s in present] if present and len(present) == len(samples) else None
             dims = list(ttype.shape.dim) if ttype is not None and ttype.HasField("shape") else None
             rank = len(dims) if dims is not None else (len(concrete[0]) if concrete else 0)
             extents = []

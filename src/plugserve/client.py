@@ -4,19 +4,21 @@
     out = client.infer("super_resolution", {"image": x, "size": np.array([[512, 512]])})
 
 `plugserve infer` wraps this: an image file in, an upscaled PNG out (super-resolution), or
-random / saved .npy inputs (any model); `--check` compares with the local PyTorch model.
+random / saved .npy inputs (any model); `--check` compares with the local PyTorch model, or for
+a model built from an ONNX file, with that ONNX (decomposed) in ONNX Runtime.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from plugserve import config, models
+from plugserve import config, models, surgery
+from plugserve.console import UsageError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +32,39 @@ DEFAULT_ATOL = 1e-3
 # parses each in Python. Its 4 KiB default costs a 786 KB super-resolution answer about 190 reads
 # and 2.9 ms of client CPU; 4 MiB reads take 1.5 ms, CPU a client on the server's cores takes from the model.
 HTTP_READ_BYTES = 4 << 20
+
+
+class ClientUnavailable(ConnectionError):
+    """Nothing answers at the server address."""
+
+    fix = "start a server with `plugserve serve`, or pass --url"
+
+
+class RequestRefused(RuntimeError):
+    """The server answered with an error (unknown model, input it rejects); the message is the server's."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
+
+
+@contextlib.contextmanager
+def _answered(url: str, protocol: str, model: str) -> Iterator[None]:
+    """tritonclient's connection and server errors as ClientUnavailable and RequestRefused, for the
+    CLI (library callers of Client get tritonclient's own exceptions, as its documentation says)."""
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        yield
+    except OSError as error:  # HTTP: the socket's ConnectionRefusedError, an unknown host, ...
+        raise ClientUnavailable(f"no server at {url} ({protocol}): {error.strerror or error}") from error
+    except InferenceServerException as error:
+        # gRPC reports a refused connection as a server error with status UNAVAILABLE.
+        if error.status() == "StatusCode.UNAVAILABLE":
+            raise ClientUnavailable(f"no server at {url} ({protocol})") from error
+        message = error.message() or str(error)
+        fix = f"is {model} built? `plugserve build --model {model}`" if "unknown model" in message else None
+        raise RequestRefused(f"{model}: the server answered: {message}", fix) from error
 
 
 class Client:
@@ -93,8 +128,16 @@ class Client:
         """Tell the server about a system shared-memory region (made with tritonclient.utils.shared_memory)."""
         self._client.register_system_shared_memory(region, key, byte_size)
 
-    def unregister_system_shared_memory(self, region: str) -> None:
-        self._client.unregister_system_shared_memory(region)
+    def register_cuda_shared_memory(self, region: str, raw_handle: bytes, device_id: int, byte_size: int) -> None:
+        """Tell the server about a CUDA memory region (tritonclient.utils.cuda_shared_memory) on a GPU of its host."""
+        self._client.register_cuda_shared_memory(region, raw_handle, device_id, byte_size)
+
+    def unregister_shared_memory(self, region: str, kind: str = "system") -> None:
+        """Release a registered region, "system" or "cuda"."""
+        if kind == "cuda":
+            self._client.unregister_cuda_shared_memory(region)
+        else:
+            self._client.unregister_system_shared_memory(region)
 
     def infer_shared_memory(
         self, model: str, inputs: dict[str, tuple[str, list[int], str, int]], outputs: dict[str, tuple[str, int]]
@@ -169,21 +212,41 @@ def _local_model(name: str, checkpoint: Path | None):
 
 
 def reference_outputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The local PyTorch model's outputs for the same inputs (the served model's source in models.yaml)."""
+    """What the served model should answer, computed here from its models.yaml source: the PyTorch
+    model, or for an ONNX source that file with its plugin nodes decomposed, in ONNX Runtime."""
+    if spec.source_model is None:
+        return _onnx_outputs(spec, inputs)
     import torch
 
-    if spec.source_model is None:
-        raise ValueError(f"model {spec.name!r} comes from an ONNX file: there is no PyTorch model to check against")
     module = _local_model(spec.source_model, spec.checkpoint)  # loaded once per process, not per request
-    args = []
-    for t in spec.inputs:
-        array = inputs[t.name]
-        # A shape tensor is batched by Triton ([N, k], equal rows); the model takes one row.
-        args.append(torch.from_numpy(array.reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else array))
     with torch.inference_mode():
-        result = module(*args)
+        result = module(*(torch.from_numpy(array) for array in _model_inputs(spec, inputs).values()))
     results = result if isinstance(result, (tuple, list)) else (result,)
     return {t.name: r.detach().cpu().numpy() for t, r in zip(spec.outputs, results, strict=True)}
+
+
+@functools.lru_cache(maxsize=4)
+def _onnx_session(path: Path):
+    import onnx
+    import onnxruntime
+
+    # Decomposed, the graph needs no plugin library: standard ops run on any ONNX Runtime.
+    graph = surgery.decompose(onnx.load(str(path)))
+    return onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _onnx_outputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    if not spec.onnx.is_file():
+        raise FileNotFoundError(2, "source ONNX of --check is missing", str(spec.onnx))
+    names = [t.name for t in spec.outputs]
+    return dict(zip(names, _onnx_session(spec.onnx).run(names, _model_inputs(spec, inputs)), strict=True))
+
+
+def _model_inputs(spec, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The request's inputs as the source model takes them, in models.yaml's order: a shape tensor is
+    batched by Triton ([N, k], equal rows), the model takes one row."""
+    return {t.name: inputs[t.name].reshape(-1, t.dims[0])[0].copy() if t.shape_tensor else inputs[t.name]
+            for t in spec.inputs}
 
 
 def compare(served: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> dict[str, float]:
@@ -194,14 +257,15 @@ def compare(served: dict[str, np.ndarray], expected: dict[str, np.ndarray]) -> d
     for name, want in expected.items():
         got = served[name]
         if got.shape != want.shape:
-            raise ValueError(f"output '{name}': served shape {list(got.shape)} != PyTorch shape {list(want.shape)}")
+            raise ValueError(f"output '{name}': served shape {list(got.shape)} != local shape {list(want.shape)}")
         errors[name] = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
     return errors
 
 
 def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model name in the repository, e.g. super_resolution, deformable_encoder")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="http")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="http",
+                        help="tritonclient protocol (default: %(default)s)")
     parser.add_argument("--url", help="server address (default: localhost:8000 http, localhost:8001 grpc)")
     image = parser.add_argument_group("super-resolution from an image file")
     image.add_argument("--image", type=Path, help="input image (PNG, JPEG, ...)")
@@ -214,10 +278,12 @@ def add_infer_arguments(parser: argparse.ArgumentParser) -> None:
                          help="random image input of this size (batch 1); with --scale/--size also `size`")
     parser.add_argument("--output", type=Path,
                         help="where to write the result (.png for an image, else .npz of all outputs)")
-    parser.add_argument("--check", action="store_true", help="compare with the local PyTorch model; exit 1 on mismatch")
+    parser.add_argument("--check", action="store_true",
+                        help="compare with the model's source run here (PyTorch, or ONNX Runtime for an ONNX "
+                             "source); exit 1 on mismatch")
     parser.add_argument("--atol", type=float, help="max abs error for --check (default: per model)")
     parser.add_argument("--config", type=Path, default=Path("models.yaml"), help="models.yaml, for --check")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the --random input (default: %(default)s)")
 
 
 def _request_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
@@ -231,7 +297,7 @@ def _request_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
         elif args.scale is not None:
             size = [round(height * args.scale), round(width * args.scale)]
         else:
-            raise SystemExit("infer: --image needs --scale or --size")
+            raise UsageError("--image needs --scale or --size")
         return {"image": image, "size": np.array([size], dtype=np.int64)}
     if args.random is not None:
         image = np.random.default_rng(args.seed).random((1, 3, *args.random), dtype=np.float32)
@@ -243,10 +309,10 @@ def _request_inputs(args: argparse.Namespace) -> dict[str, np.ndarray]:
     for item in args.input:
         name, sep, file = item.partition("=")
         if not sep or not file:
-            raise SystemExit(f"infer: --input expects NAME=FILE.npy, got {item!r}")
+            raise UsageError(f"--input expects NAME=FILE.npy, got {item!r}")
         inputs[name] = np.load(file)
     if not inputs:
-        raise SystemExit("infer: give --image (super-resolution), --random H W, or --input NAME=FILE.npy")
+        raise UsageError("give --image (super-resolution), --random H W, or --input NAME=FILE.npy")
     return inputs
 
 
@@ -254,17 +320,14 @@ def run_infer(args: argparse.Namespace) -> int:
     import time
 
     import numpy as np
-    from tritonclient.utils import InferenceServerException
 
     inputs = _request_inputs(args)
-    try:
-        with Client(args.url, args.protocol) as client:
-            started = time.perf_counter()
-            outputs = client.infer(args.model, inputs)
-            elapsed_ms = (time.perf_counter() - started) * 1000
-    except InferenceServerException as error:
-        print(f"infer: server error: {error.message()}", file=sys.stderr)
-        return 1
+    # Read before the request: a models.yaml without the model fails --check before any traffic.
+    spec = _check_spec(args) if args.check else None
+    with Client(args.url, args.protocol) as client, _answered(client.url, args.protocol, args.model):
+        started = time.perf_counter()
+        outputs = client.infer(args.model, inputs)
+        elapsed_ms = (time.perf_counter() - started) * 1000
     for name, array in outputs.items():
         print(f"infer: {args.model} over {args.protocol}: {name} {array.dtype} {list(array.shape)} in {elapsed_ms:.1f} ms")
     if args.output is not None:
@@ -274,14 +337,21 @@ def run_infer(args: argparse.Namespace) -> int:
             args.output.parent.mkdir(parents=True, exist_ok=True)
             np.savez(args.output, **outputs)
         print(f"infer: wrote {args.output}")
-    if args.check:
-
-        spec = config.load(args.config)[args.model]
+    if spec is not None:
         errors = compare(outputs, reference_outputs(spec, inputs))
         atol = args.atol if args.atol is not None else TOLERANCES.get(args.model, DEFAULT_ATOL)
+        against = "PyTorch" if spec.source_model is not None else "ONNX Runtime"
         for name, worst in errors.items():
             verdict = "ok" if worst <= atol else "MISMATCH"
-            print(f"infer: check {name}: max abs error vs PyTorch {worst:.2e} (atol {atol:.0e}) {verdict}")
+            print(f"infer: check {name}: max abs error vs {against} {worst:.2e} (atol {atol:.0e}) {verdict}")
         if any(worst > atol for worst in errors.values()):
             return 1
     return 0
+
+
+def _check_spec(args: argparse.Namespace) -> config.ModelSpec:
+    specs = config.load(args.config)
+    if args.model not in specs:
+        raise config.ConfigError(f"{args.config}: no model {args.model!r} to --check against "
+                                 f"(known: {', '.join(specs)})")
+    return specs[args.model]

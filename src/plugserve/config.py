@@ -17,6 +17,8 @@ TENSOR_DTYPES = ("FP32", "FP16", "INT64", "INT32", "UINT8", "BOOL")
 # Precisions a model may be built in -> the dtype name its floats compute in.
 PRECISIONS: dict[str, str] = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 INSTANCE_KINDS = ("KIND_CPU", "KIND_GPU", "KIND_AUTO")
+# The `runtime:` names, one lowering each (plugserve.lowering.LOWERINGS is this tuple).
+RUNTIMES = ("onnxruntime", "tensorrt", "torch")
 DEFAULT_RUNTIME = "onnxruntime"
 # `runtime: torch` options: which implementation the plugserve ops run ("plugserve" = the
 # libplugserve.so kernels, "reference" = pure PyTorch, for side-by-side measurements), and how the
@@ -127,6 +129,7 @@ class ModelSpec:
     # config.pbtxt version_policy in Triton's JSON form: {"latest": {"num_versions": n}}, {"all": {}}
     # or {"specific": {"versions": [...]}}.
     version_policy: tuple[tuple[str, Any], ...] = (("latest", {"num_versions": 1}),)
+    label: str = "models.yaml"  # the file the entry came from, for messages that name a field
 
     def model_name(self) -> str:
         """The plugserve model the entry is built from; an entry with a ready ONNX file has none."""
@@ -267,7 +270,7 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
         reader.string(p, f"{path}.precisions[{i}]", tuple(PRECISIONS))
         for i, p in enumerate(reader.items(reader.field(entry, "precisions", path, ["fp32"]), f"{path}.precisions"))
     )
-    runtime = reader.string(reader.field(entry, "runtime", path, DEFAULT_RUNTIME), f"{path}.runtime")
+    runtime = reader.string(reader.field(entry, "runtime", path, DEFAULT_RUNTIME), f"{path}.runtime", RUNTIMES)
     batching = _parse_batching(reader, entry.get("dynamic_batching"), f"{path}.dynamic_batching", max_batch_size)
     groups = tuple(
         _parse_instance_group(reader, group, f"{path}.instance_groups[{i}]")
@@ -282,7 +285,8 @@ def _parse_model(reader: _Reader, name: str, entry: Any, base_dir: Path) -> Mode
     return ModelSpec(name, source_model, checkpoint, onnx_path, inputs, outputs, profiles, precisions, runtime,
                      max_batch_size, batching, groups, torch_options, tensorrt_settings, onnxruntime_options,
                      _parse_budget(reader, entry.get("budget"), f"{path}.budget"),
-                     _parse_version_policy(reader, entry.get("version_policy"), f"{path}.version_policy"))
+                     _parse_version_policy(reader, entry.get("version_policy"), f"{path}.version_policy"),
+                     reader.label)
 
 
 def _parse_budget(reader: _Reader, value: Any, path: str) -> Budget:

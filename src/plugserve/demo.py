@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -199,8 +198,6 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
     torch.set_num_threads(2)
-    # torch.export's own deprecation notice, printed once per export; nothing the user can act on.
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
     started = time.perf_counter()
     specs = config.load(args.config)
     if not args.skip_build:

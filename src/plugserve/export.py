@@ -12,7 +12,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from plugserve import models, ops, surgery
+from plugserve import console, models, ops, surgery
 from plugserve.repository import sha256_file
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -51,7 +51,7 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
     }
     # The exporter warns once per missing torchvision op it could have registered; we use none of them.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
-    with _structured_trace_off():
+    with _structured_trace_off(), _unactionable_warnings_off(), console.step(f"export: {model_name} (torch.export)"):
         program = torch.onnx.export(
             model, inputs, dynamo=True, verbose=False, opset_version=OPSET,
             input_names=list(spec.INPUTS), output_names=list(spec.OUTPUTS), dynamic_shapes=dynamic_shapes,
@@ -69,6 +69,17 @@ def export_onnx(model_name: str, out_path: str | Path, *, checkpoint: str | Path
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(graph, str(out))
     return out
+
+
+@contextlib.contextmanager
+def _unactionable_warnings_off():
+    """torch's exporter warns on every export about its own use of pytree internals (LeafSpec,
+    treespec): nothing a plugserve user can change."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*(LeafSpec|treespec|TreeSpec).*")
+        yield
 
 
 @contextlib.contextmanager

@@ -24,7 +24,7 @@ LIBRARY_NAME = "libplugserve.so"
 # The ONNX Runtime custom-op library (plugins/ort/), built beside LIBRARY_NAME when ORT's headers are found.
 ORT_ENV_VAR = "PLUGSERVE_ORT_LIBRARY"
 ORT_LIBRARY_NAME = "libplugserve_ort.so"
-RESIZE_MODES = ("nearest", "bilinear", "bicubic")
+RESIZE_MODES = ("nearest", "bilinear", "bicubic", "nearest-exact")
 
 # Codes of the C ABI's enums (plugins/capi/plugserve.h).
 OK, INVALID_ARGUMENT, CUDA_ERROR, INTERNAL = 0, 1, 2, 3

@@ -18,11 +18,22 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from plugserve.perf.results import HARNESS_BOUND_SHARE, RESULTS_DIR, round_ratios
+from plugserve.perf.plots import new_figure, plot_breakdown, save_figure
+from plugserve.perf.results import HARNESS_BOUND_SHARE, RESULTS_DIR, memory_mode, round_ratios
 
-# The fields that make two runs the same configuration (the newest of them is reported).
+# The fields that make two runs the same configuration (the newest of them is reported); the input
+# shapes count too (config_key). Runs are compared only where all but the compared field agree.
 CONFIG_FIELDS = ("model", "runtime", "protocol", "shared_memory", "dynamic_batching", "instance_count",
-                 "batch_size", "mode", "tag", "calibrate")
+                 "batch_size", "mode", "engine", "tag", "calibrate")
+# A request-rate step that achieved less than this share of its offered rate is flagged: the server
+# (or the sender) could not keep up, so its latencies include queueing the offered load never meant.
+RATE_SHORTFALL = 0.95
+# A run whose host had a 1-minute load average above this share of its cores before it started
+# shared the machine with other work: its numbers are flagged.
+LOADED_HOST_SHARE = 0.5
+# A closed-loop step whose requests in flight (Little's law: requests/s times mean latency) fell
+# below this share of its concurrency did not hold the load it is labelled with.
+IN_FLIGHT_SHARE = 0.8
 
 
 def load_runs(results_dir: Path) -> list[dict[str, Any]]:
@@ -32,6 +43,9 @@ def load_runs(results_dir: Path) -> list[dict[str, Any]]:
         data = json.loads(path.read_text())
         if isinstance(data, dict) and "meta" in data and "steps" in data:
             data["file"] = path.name
+            # Results written before the engine and CUDA shm existed: our sender, a bool for system shm.
+            data["meta"]["engine"] = data["meta"].get("engine") or "python"
+            data["meta"]["shared_memory"] = memory_mode(data["meta"]["shared_memory"])
             runs.append(data)
     return runs
 
@@ -60,7 +74,7 @@ def label(meta: dict[str, Any], fields: Sequence[str]) -> str:
         elif field == "instance_count":
             words.append(f"{value} instance{'s' if value != 1 else ''}")
         elif field == "shared_memory":
-            words.append("shm" if value else "no shm")
+            words.append("no shm" if value == "none" else f"{value} shm")
         elif field == "batch_size":
             words.append(f"batch {value}")
         elif value:
@@ -90,27 +104,9 @@ def pairs_differing_in(runs: Sequence[dict[str, Any]], field: str) -> list[list[
     return found
 
 
-def _figure(columns: int) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, columns, figsize=(6.2 * columns, 4.4), squeeze=False)
-    return figure, axes[0]
-
-
-def _save(figure: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
 def plot_latency_vs_throughput(runs: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """p50 (solid) and p99 (dashed) latency against throughput, one colour per configuration."""
-    figure, (axis,) = _figure(1)
+    figure, (axis,) = new_figure(1)
     fields = varying(runs, CONFIG_FIELDS) or ["runtime", "protocol"]
     for index, run in enumerate(runs):
         color = f"C{index % 10}"
@@ -123,18 +119,23 @@ def plot_latency_vs_throughput(runs: Sequence[dict[str, Any]], path: Path, title
                           xytext=(4, -10), fontsize=7, color=color)
             if step.get("harness_bound"):
                 axis.plot(step["throughput"], step["p50_ms"], "x", color="red", markersize=11)
+            if step.get("stopped") != "stable":
+                axis.plot(step["throughput"], step["p50_ms"], "o", markerfacecolor="none", color="black",
+                          markersize=11)
     axis.set_xlabel("throughput (inferences/s)")
-    axis.set_ylabel("client latency (ms)")
-    axis.set_title(f"{title}: p50 solid, p99 dashed; numbers: load; red x: harness-bound", fontsize=9)
-    axis.grid(alpha=0.3)
-    axis.set_ylim(bottom=0)
+    # Log-scaled: runs of one model differ by 10-100x in latency (transport, batching, engine).
+    axis.set_yscale("log")
+    axis.set_ylabel("client latency (ms, log scale)")
+    axis.set_title(f"{title}: p50 solid, p99 dashed; numbers: load;\nred x: harness-bound; black ring: "
+                   "time-capped (unstable)", fontsize=9)
+    axis.grid(alpha=0.3, which="both")
     axis.legend(fontsize=7)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_comparison(group: Sequence[dict[str, Any]], field: str, path: Path, title: str) -> None:
     """Throughput and p50 latency against concurrency for runs that differ only in `field`."""
-    figure, axes = _figure(2)
+    figure, axes = new_figure(2)
     for run in group:
         steps = sorted(run["steps"], key=lambda step: step["load"])
         loads = [step["load"] for step in steps]
@@ -149,11 +150,11 @@ def plot_comparison(group: Sequence[dict[str, Any]], field: str, path: Path, tit
         axis.set_ylim(bottom=0)
         axis.legend(fontsize=8)
     figure.suptitle(title, fontsize=10)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_in_process(run: dict[str, Any], path: Path, title: str) -> None:
-    figure, (axis,) = _figure(1)
+    figure, (axis,) = new_figure(1)
     served = {step["load"]: step["throughput"] for step in run["steps"]}
     local = {step["load"]: step["throughput"] for step in run["in_process"]}
     loads = sorted(set(served) & set(local))
@@ -172,13 +173,24 @@ def plot_in_process(run: dict[str, Any], path: Path, title: str) -> None:
     # Headroom above the tallest bar, so the legend covers no ratio label.
     axis.set_ylim(top=1.3 * max([*served.values(), *local.values(), 1e-9]))
     axis.legend(fontsize=8, loc="upper left", ncols=2)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def rounds_cell(served: dict[str, Any], local: dict[str, Any]) -> str:
     """Served / in-process throughput of each round of a step measured in rounds (`--rounds`)."""
     ratios = round_ratios(served.get("round_throughputs", []), local.get("round_throughputs", []))
     return " ".join("-" if math.isnan(ratio) else f"{ratio:.2f}" for ratio in ratios) if len(ratios) > 1 else "-"
+
+
+def _section(runs: Sequence[dict[str, Any]], key: str, option: str, heading: str, intro: str
+             ) -> tuple[list[str], list[dict[str, Any]]]:
+    """A section's heading and introduction, and the runs that have `key` (or a line saying there are none)."""
+    having = [run for run in runs if run.get(key)]
+    return [f"## {heading}", "", intro, "", *([] if having else [f"No run with `{option}`.", ""])], having
+
+
+def _ratio(step: dict[str, Any], other: dict[str, Any]) -> str:
+    return f"{step['throughput'] / other['throughput']:.2f}x" if other["throughput"] else "-"
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -208,8 +220,25 @@ def steps_table(run: dict[str, Any]) -> list[str]:
                      step["p99_ms"], step["mean_ms"], step["errors"], server.get("server_queue_us"),
                      server.get("server_compute_input_us"), server.get("server_compute_infer_us"),
                      server.get("server_compute_output_us"), server.get("server_avg_batch"), step["stopped"],
-                     "harness-bound" if step.get("harness_bound") else ""])
+                     ", ".join(step_flags(run, step))])
     return markdown_table(header, rows)
+
+
+def step_flags(run: dict[str, Any], step: dict[str, Any]) -> list[str]:
+    flags = ["harness-bound"] if step.get("harness_bound") else []
+    if step["stopped"] != "stable":
+        flags.append("**time-capped: unstable**")
+    if run["meta"]["mode"] == "rate" and step["requests_per_s"] < RATE_SHORTFALL * step["load"]:
+        flags.append(f"**achieved {step['requests_per_s']:.1f} of {step['load']:g} req/s offered**")
+    in_flight = step["requests_per_s"] * step["mean_ms"] / 1000
+    if run["meta"]["mode"] == "concurrency" and in_flight < IN_FLIGHT_SHARE * step["load"]:
+        flags.append(f"**{in_flight:.1f} in flight of {step['load']:g}**")
+    return flags
+
+
+def loaded_host(meta: dict[str, Any]) -> bool:
+    cpus = (meta.get("host") or {}).get("cpus") or 1
+    return meta.get("load_average_before", 0.0) > LOADED_HOST_SHARE * cpus
 
 
 def locust_rows(results_dir: Path, runs: Sequence[dict[str, Any]]) -> list[list[Any]]:
@@ -223,18 +252,27 @@ def locust_rows(results_dir: Path, runs: Sequence[dict[str, Any]]) -> list[list[
                 if record["Name"] == "Aggregated" or not int(record["Request Count"]):
                     continue
                 protocol = record["Type"].lower()
-                model = record["Name"].split(" ")[0]
+                model, _, size = record["Name"].partition(" ")
                 users = settings.get("users")
-                # The newest bench step at the same model, protocol and concurrency.
+                # The newest bench step at the same model, protocol, concurrency and inputs: locust's
+                # request name ends in the trailing dims of its first input ("64x64").
                 bench = next((step for run in sorted(runs, key=lambda run: -run["meta"]["started"])
                               for step in run["steps"]
                               if run["meta"]["model"] == model and run["meta"]["protocol"] == protocol
-                              and run["meta"]["mode"] == "concurrency" and step["load"] == users), None)
+                              and run["meta"]["mode"] == "concurrency" and step["load"] == users
+                              and run["meta"]["engine"] == "python" and run["meta"]["shared_memory"] == "none"
+                              and _same_size(run["meta"].get("input_shapes"), size)), None)
                 p50 = float(record["50%"])
                 rows.append([path.name, record["Name"], protocol, users, int(record["Request Count"]),
                              int(record["Failure Count"]), p50, bench["p50_ms"] if bench else None,
                              f"{(p50 / bench['p50_ms'] - 1) * 100:+.0f}%" if bench else "-"])
     return rows
+
+
+def _same_size(input_shapes: dict[str, list[int]] | None, size: str) -> bool:
+    dims = [int(d) for d in size.split("x") if d.isdigit()]
+    first = next(iter((input_shapes or {}).values()), [])
+    return bool(dims) and list(first[-len(dims):]) == dims
 
 
 KERNEL_COLUMNS = ("op", "case", "dtype", "ours_ms", "eager_ms", "compiled_ms", "peer_ms", "grid_sample_ms",
@@ -267,7 +305,7 @@ def kernel_sections(results_dir: Path, out_dir: Path) -> list[str]:
         # kernels.py leaves the share out (None) where an op's bytes moved are not well defined.
         measured = [row for row in rows if isinstance(row.get("bandwidth_share"), (int, float))]
         if measured:
-            figure, (axis,) = _figure(1)
+            figure, (axis,) = new_figure(1)
             names = [f"{row.get('op')} {row.get('case')} {row.get('dtype')}" for row in measured]
             axis.barh(range(len(measured)), [100 * row["bandwidth_share"] for row in measured],
                       color=["C0" if row.get("op") == "DynamicResize" else "C1" for row in measured])
@@ -276,7 +314,7 @@ def kernel_sections(results_dir: Path, out_dir: Path) -> list[str]:
             axis.set_xlabel("share of the ceiling that fits its read/write mix (%)")
             axis.set_title(f"libplugserve kernels on {result.get('device')}", fontsize=10)
             png = out_dir / f"{path.stem}-bandwidth.png"
-            _save(figure, png)
+            save_figure(figure, png)
             lines += [f"![{path.stem} bandwidth]({png.name})", ""]
         chart = path.with_suffix(".png")
         if chart.is_file():
@@ -321,12 +359,21 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
         for run in model_runs:
             meta = run["meta"]
             ceiling = run.get("calibration")
-            lines += [f"**{label(meta, ['runtime', 'protocol', 'mode', 'tag'])}** "
+            host = (f"host load {_fmt(meta.get('load_average_before'), 2)} before, "
+                    f"{_fmt(meta.get('load_average_after'), 2)} after on {(meta.get('host') or {}).get('cpus')} cores")
+            lines += [f"**{label(meta, ['runtime', 'protocol', 'mode', 'engine', 'tag'])}** "
                       f"({label(meta, ['dynamic_batching', 'instance_count', 'batch_size', 'shared_memory'])}; "
                       f"inputs {meta.get('input_shapes')}; harness ceiling "
                       f"{_fmt(ceiling['requests_per_s']) + ' req/s' if ceiling else 'not calibrated'}; "
-                      f"sweep ended: {run.get('sweep_end')}; `{run['file']}`)", ""]
+                      f"sweep ended: {run.get('sweep_end')}; {host}; `{run['file']}`)", ""]
+            if loaded_host(meta):
+                lines += ["**Loaded host**: other work kept the cores busy before this run started; its numbers "
+                          "are lower and noisier than the machine gives.", ""]
             lines += steps_table(run)
+            png = out_dir / f"breakdown-{Path(run['file']).stem}.png"
+            plot_breakdown(run, png, f"{model} / {label(meta, ['protocol', 'shared_memory', 'engine'])}: "
+                                     "server split per step")
+            lines += [f"![latency breakdown, {run['file']}]({png.name})", ""]
 
     for field, heading in (("dynamic_batching", "Dynamic batching on against off"),
                            ("instance_count", "One model instance against two")):
@@ -348,13 +395,12 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
                 [[label(run["meta"], [field]), *[cell.get(load, "-") for load in loads]]
                  for run, cell in zip(group, cells, strict=True)])
 
-    lines += ["## Served against in-process ONNX Runtime", "",
-              "The same ONNX Runtime session options and inputs, called from threads in the harness process "
-              "at the same concurrency and batch size; the ratio is served / in-process throughput, pooled over "
-              "the step's rounds when it was measured in rounds (alternating which side went first).", ""]
-    compared = [run for run in measured if run.get("in_process")]
-    if not compared:
-        lines += ["No run with `--in-process`.", ""]
+    section, compared = _section(
+        measured, "in_process", "--in-process", "Served against in-process ONNX Runtime",
+        "The same ONNX Runtime session options and inputs, called from threads in the harness process "
+        "at the same concurrency and batch size; the ratio is served / in-process throughput, pooled over "
+        "the step's rounds when it was measured in rounds (alternating which side went first).")
+    lines += section
     for run in compared:
         meta = run["meta"]
         title = f"{meta['model']} / {meta['protocol']}: served against in-process"
@@ -366,12 +412,28 @@ def build_report(results_dir: Path, out_dir: Path) -> Path:
             ["concurrency", "served infer/s", "in-process infer/s", "ratio", "ratio per round", "served p50 ms",
              "in-process p50 ms"],
             [[f"{step['load']:g}", step["throughput"], local[step["load"]]["throughput"],
-              f"{step['throughput'] / local[step['load']]['throughput']:.2f}x"
-              if local[step["load"]]["throughput"] else "-", rounds_cell(step, local[step["load"]]),
+              _ratio(step, local[step["load"]]), rounds_cell(step, local[step["load"]]),
               step["p50_ms"], local[step["load"]]["p50_ms"]]
              for step in run["steps"] if step["load"] in local])
 
-    lines += ["## locust against plugserve bench", ""]
+    section, checked = _section(measured, "cross_check", "--cross-check", "perf_analyzer against plugserve's sender",
+                                "Both engines measured each step in alternating rounds; the ratio is the run's "
+                                "engine over the other.")
+    lines += section
+    for run in checked:
+        other = {step["load"]: step for step in run["cross_check"]}
+        meta = run["meta"]
+        lines += [f"### {meta['model']} / {label(meta, ['protocol', 'shared_memory'])}, {run['file']}", ""]
+        lines += markdown_table(
+            ["load", f"{meta['engine']} infer/s", f"{meta['cross_check']} infer/s", "ratio", f"{meta['engine']} p50 ms",
+             f"{meta['cross_check']} p50 ms"],
+            [[f"{step['load']:g}", step["throughput"], other[step["load"]]["throughput"],
+              _ratio(step, other[step["load"]]), step["p50_ms"], other[step["load"]]["p50_ms"]]
+             for step in run["steps"] if step["load"] in other])
+
+    lines += ["## locust against plugserve bench", "",
+              "Each locust request is compared only with a bench step of the same model, protocol, concurrency and "
+              "input shape, measured by our sender without shared memory (as locust sends).", ""]
     rows = locust_rows(results_dir, measured)
     lines += markdown_table(["file", "request", "protocol", "users", "requests", "failures", "locust p50 ms",
                              "bench p50 ms", "difference"], rows) if rows else ["No locust stats found.", ""]
@@ -391,7 +453,7 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_report(args: argparse.Namespace) -> int:
     if not args.results.is_dir():
-        raise SystemExit(f"plugserve report: results folder {args.results} does not exist; run `plugserve bench` first")
+        raise FileNotFoundError(2, "results folder does not exist; run `plugserve bench` first", str(args.results))
     page = build_report(args.results, args.out or args.results / "report")
     print(f"wrote {page}")
     return 0

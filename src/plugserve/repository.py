@@ -31,6 +31,7 @@ MANIFEST_NAME = "manifest.json"
 ONNX_FILE = "model.onnx"  # the name the onnxruntime runner loads
 PLAN_FILE = "model.plan"  # tritonserver's default file name for platform tensorrt_plan
 PROGRAM_FILE = "model.pt2"  # the torch.export program the torch runner loads
+RUNTIME_PARAMETER = "plugserve_runtime"  # config.pbtxt parameter: the models.yaml runtime that built it
 WARMUP_DIR = "warmup"  # tritonserver reads model_warmup input_data_file from <model>/warmup/
 
 

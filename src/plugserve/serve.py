@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from plugserve.server import DEFAULT_PORTS, MODEL_CONTROL_MODES, ServerError, TritonServer, _plugin_library
+from plugserve.server import DEFAULT_PORTS, MODEL_CONTROL_MODES, TritonServer, _plugin_library
 from plugserve.trt.provenance import check_repository
 
 
@@ -77,11 +77,7 @@ def run_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     print(f"serve: server log {log_path}", flush=True)
-    try:
-        server.start()
-    except ServerError as error:
-        _say(str(error))
-        return 1
+    server.start()  # a ServerError (port in use, no tritonserver) is one line and exit 8 from plugserve.cli
     loaded = ", ".join(f"{m} {v}" for m, v in server.loaded.items()) or "no models"
     print(f"serve: ready on http {server.http_url}, grpc {server.grpc_url}, metrics :{server.metrics_port}"
           f" (repository {server.repository}; serving {loaded}); Ctrl-C stops", flush=True)

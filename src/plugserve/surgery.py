@@ -27,25 +27,59 @@ _DECOMPOSITIONS = {
 
 
 def _decomposition(domain: str, op_type: str):
+    """(the op module, its decompose function) for a node we decompose, else None."""
     import importlib
 
     target = _DECOMPOSITIONS.get((domain, op_type)) or _DECOMPOSITIONS.get((None, op_type))
     if target is None:
         return None
     module, function = target
-    return getattr(importlib.import_module(module), function)
+    loaded = importlib.import_module(module)
+    return loaded, getattr(loaded, function)
 
 
-def decompose(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Replace every plugin node we know with standard ONNX ops; refuse other custom-domain nodes."""
+def _standard_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _opset_for_decompositions(model: onnx.ModelProto, log) -> onnx.ModelProto:
+    """The model itself, or converted with onnx.version_converter to the lowest opset every
+    decomposition it needs can emit (GridSample, which MSDA decomposes into, is opset 16)."""
+    import onnx.helper
+    import onnx.version_converter
+
+    opset = _standard_opset(model)
+    needs = {}
+    for node in model.graph.node:
+        found = _decomposition(node.domain or "", node.op_type)
+        if found is not None:
+            needs[f"{node.domain + '::' if node.domain else ''}{node.op_type}"] = found[0].DECOMPOSE_OPSET
+    needed = max(needs.values(), default=0)
+    if opset is None or opset >= needed:
+        return model
+    why = ", ".join(f"{op} needs {v}" for op, v in sorted(needs.items()) if v > opset)
+    converted = onnx.version_converter.convert_version(model, needed)
+    # The converter keeps the IR version, which may predate the new opset.
+    converted.ir_version = max(converted.ir_version,
+                               onnx.helper.find_min_ir_version_for([onnx.helper.make_opsetid("", needed)]))
+    log(f"decompose: the graph imports opset {opset}; converted it to opset {needed} with onnx.version_converter "
+        f"({why})")
+    return converted
+
+
+def decompose(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
+    """Replace every plugin node we know with standard ONNX ops valid at the graph's opset (raised
+    with onnx.version_converter where a decomposition needs more, said through `log`); refuse
+    other custom-domain nodes."""
     import onnx
     import onnx_graphsurgeon as gs
 
+    model = _opset_for_decompositions(model, log)
     graph = gs.import_onnx(model)
     for node in list(graph.nodes):
-        rewrite = _decomposition(node.domain or "", node.op)
-        if rewrite is not None:
-            rewrite(graph, node)
+        found = _decomposition(node.domain or "", node.op)
+        if found is not None:
+            found[1](graph, node)
     graph.cleanup().toposort()
     leftover = sorted({f"{n.domain}::{n.op}" for n in graph.nodes if n.domain not in ("", "ai.onnx", None)})
     if leftover:
@@ -72,7 +106,7 @@ def run_decompose(args: argparse.Namespace) -> int:
     import onnx
 
     if not args.input.is_file():
-        raise SystemExit(f"decompose: input {args.input} does not exist")
+        raise FileNotFoundError(2, "input does not exist", str(args.input))
     model = onnx.load(str(args.input))
     decomposed = decompose(model)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -93,10 +127,13 @@ _RESIZE_MODES: dict[str, tuple[str, dict[str, object]]] = {
     "linear": ("bilinear", {"exclude_outside": 0}),
     "nearest": ("nearest", {"nearest_mode": "floor"}),
 }
+# Nearest with round_prefer_ceil is PyTorch's nearest-exact (at half_pixel coordinates only).
+_NEAREST_EXACT = "round_prefer_ceil"
 _COORDINATE_MODES = {
     "bicubic": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
     "bilinear": {"half_pixel": 0, "pytorch_half_pixel": 0, "align_corners": 1},
     "nearest": {"asymmetric": 0},
+    "nearest-exact": {"half_pixel": 0},
 }
 # ONNX Resize defaults (opset 11+) for the attributes checked above.
 _RESIZE_DEFAULTS = {
@@ -131,45 +168,98 @@ def _is_runtime(tensor) -> bool:
     return not (producers and producers[0].op == "Constant")
 
 
+# The way out of a refusal: the Resize can stay as it is where the runtime resizes it itself.
+_KEEP_RESIZE = "or give this Resize constant sizes/scales, which pluginize leaves to TensorRT's own resize"
+
+
 def _resize_plan(node) -> tuple[str, int] | str:
-    """(DynamicResize mode, align_corners) for a Resize node, or why it cannot be mapped."""
+    """(DynamicResize mode, align_corners) for a Resize node, or why it cannot be mapped and the way out."""
     attrs = {key: _text(value) for key, value in node.attrs.items()}
     mode = attrs.get("mode", "nearest")
     if mode not in _RESIZE_MODES:
-        return f"mode {mode!r} has no DynamicResize equivalent"
+        return f"mode {mode!r} has no DynamicResize equivalent (it has {sorted(_RESIZE_MODES)}); {_KEEP_RESIZE}"
     ours, required = _RESIZE_MODES[mode]
+    if mode == "nearest" and attrs.get("nearest_mode", _RESIZE_DEFAULTS["nearest_mode"]) == _NEAREST_EXACT:
+        ours, required = "nearest-exact", {}
+    # First what no attribute of DynamicResize expresses: an antialiased export also sets
+    # cubic_coeff_a=-0.5 and exclude_outside=1, which are not its cause.
+    if attrs.get("antialias", 0) != 0:
+        return (f"antialias={attrs['antialias']!r}: DynamicResize resizes without antialiasing (F.interpolate's "
+                f"antialias=False); export with antialias=False, {_KEEP_RESIZE}")
+    policy = attrs.get("keep_aspect_ratio_policy", _RESIZE_DEFAULTS["keep_aspect_ratio_policy"])
+    if policy != _RESIZE_DEFAULTS["keep_aspect_ratio_policy"]:
+        return (f"keep_aspect_ratio_policy={policy!r}: DynamicResize stretches to the size it is given; "
+                f"compute the kept-aspect size in the graph and pass it as sizes, {_KEEP_RESIZE}")
+    if "axes" in attrs:
+        return ("the axes attribute is not supported (DynamicResize resizes the last two axes of NCHW); give "
+                f"sizes for all four axes, {_KEEP_RESIZE}")
     for key, want in required.items():
         got = attrs.get(key, _RESIZE_DEFAULTS[key])
         if got != want:
-            return f"{key}={got!r}: DynamicResize reproduces F.interpolate, which has {key}={want!r} for {ours}"
-    for key in ("antialias", "keep_aspect_ratio_policy"):
-        got = attrs.get(key, _RESIZE_DEFAULTS[key])
-        if got != _RESIZE_DEFAULTS[key]:
-            return f"{key}={got!r} is not supported (DynamicResize resizes without antialiasing, stretching)"
-    if "axes" in attrs:
-        return "the axes attribute is not supported (DynamicResize resizes the last two axes of NCHW)"
+            return (f"{key}={got!r}: DynamicResize reproduces F.interpolate, which has {key}={want!r} for {ours}; "
+                    f"export from F.interpolate(mode={ours!r}), {_KEEP_RESIZE}")
     coordinates = attrs.get("coordinate_transformation_mode", _RESIZE_DEFAULTS["coordinate_transformation_mode"])
     if coordinates not in _COORDINATE_MODES[ours]:
         return (f"coordinate_transformation_mode={coordinates!r} with mode {mode!r} is not one of "
-                f"{sorted(_COORDINATE_MODES[ours])}")
+                f"{sorted(_COORDINATE_MODES[ours])}, the ones F.interpolate(mode={ours!r}) uses; {_KEEP_RESIZE}")
     x = node.inputs[0]
     if x.shape is not None and len(x.shape) != 4:
-        return f"input {x.name!r} has rank {len(x.shape)}; DynamicResize takes NCHW (rank 4)"
+        return f"input {x.name!r} has rank {len(x.shape)}; DynamicResize takes NCHW (rank 4); {_KEEP_RESIZE}"
     return ours, _COORDINATE_MODES[ours][coordinates]
 
 
-def _output_hw(emit, node, x) -> tuple[object, str]:
-    """The (H, W) int64 tensor a runtime-sized Resize produces, and how it was obtained."""
-    inputs = list(node.inputs) + [None] * (4 - len(node.inputs))
-    scales, sizes = (inputs[1], None) if len(node.inputs) == 2 else (inputs[2], inputs[3])  # opset 10 has no roi
-    if sizes is not None and sizes.name != "":
-        hw = emit("Slice", sizes, emit.int64(2), emit.int64(4), emit.int64(0))
-        return emit("Cast", hw, to=7), "sizes[2:4]"
-    # floor(input size * scale), as Resize computes its output size; DynamicResize then samples
-    # at out/in, which is the scale itself whenever input size * scale is a whole number.
-    in_hw = emit("Cast", emit("Slice", emit("Shape", x), emit.int64(2), emit.int64(4), emit.int64(0)), to=1)
-    scaled = emit("Mul", in_hw, emit("Slice", scales, emit.int64(2), emit.int64(4), emit.int64(0)))
-    return emit("Cast", emit("Floor", scaled), to=7), "floor(input size * scales[2:4])"
+def _constant_values(tensor):
+    """The values of a tensor that is an initializer, a Constant's output or a Concat/Cast of
+    those, else None."""
+    import numpy as np
+    import onnx_graphsurgeon as gs
+
+    if isinstance(tensor, gs.Constant):
+        return tensor.values
+    if not tensor.inputs:
+        return None
+    producer = tensor.inputs[0]
+    if producer.op == "Constant":
+        return producer.attrs["value"].values
+    if producer.op == "Cast":
+        return _constant_values(producer.inputs[0])
+    if producer.op == "Concat" and producer.attrs.get("axis") == 0:
+        parts = [_constant_values(t) for t in producer.inputs]
+        return None if any(p is None for p in parts) else np.concatenate(parts)
+    return None
+
+
+def _constant_hw(tensor):
+    """The last two entries of a rank-4 Resize's sizes where they are constants inside a runtime
+    tensor (TorchScript exports F.interpolate(size=(h, w)) as Concat(Shape(x)[:2], Constant[h, w])),
+    else None."""
+    import onnx_graphsurgeon as gs
+
+    if isinstance(tensor, gs.Constant) or not tensor.inputs or tensor.inputs[0].op != "Concat":
+        return None
+    found: list = []
+    for part in reversed(tensor.inputs[0].inputs):  # the parts that hold entries 2:4 are the last ones
+        values = _constant_values(part)
+        if values is None:
+            return None
+        found[:0] = values.tolist()
+        if len(found) >= 2:
+            return tuple(found[-2:])
+    return None
+
+
+def _resize_target(node) -> tuple[object, str]:
+    """The input that sets a Resize's output size, and which it is: "sizes" or "scales"."""
+    if len(node.inputs) == 2:  # opset 10: (X, scales)
+        return node.inputs[1], "scales"
+    if len(node.inputs) == 4 and node.inputs[3].name != "":
+        return node.inputs[3], "sizes"
+    return node.inputs[2], "scales"
+
+
+def _output_hw(emit, sizes, x) -> object:
+    """The (H, W) int64 tensor a Resize with runtime sizes produces."""
+    return emit("Cast", emit("Slice", sizes, emit.int64(2), emit.int64(4), emit.int64(0)), to=7)
 
 
 def _dynamic_resize_node(emit, x, hw, output, mode: str, align_corners: int) -> None:
@@ -197,12 +287,14 @@ def _int32(emit, index) -> object:
 
 
 def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
-    """Rewrite into plugserve plugin nodes: Resize nodes whose sizes or scales are computed at run
-    time, the tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size
-    tensor) and `MultiscaleDeformableAttnPlugin_TRT` under any domain. `log` gets one line per rewrite.
+    """Rewrite into plugserve plugin nodes: Resize nodes whose sizes are computed at run time, the
+    tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size tensor) and
+    `MultiscaleDeformableAttnPlugin_TRT` under any domain. `log` gets one line per rewrite, and a
+    warning where a "runtime" size is a constant baked in at export.
 
     Refuses (PluginizeError, graph unchanged) when a recognised node cannot be mapped faithfully.
-    Resize nodes with constant sizes or scales stay: TensorRT resizes those natively.
+    Resize nodes with constant sizes or scales stay: TensorRT resizes those natively; so do those
+    with scales (DynamicResize samples by output size, which changes their meaning), said in `log`.
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -217,6 +309,17 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
         if node.op == "Resize" and node.domain in ("", "ai.onnx", None):
             computed = [t for t in node.inputs[1:] if _is_runtime(t)]
             if not computed:
+                continue
+            target, kind = _resize_target(node)
+            if kind == "scales":
+                # DynamicResize takes an output size and samples at input/output size, which is not
+                # the scale Resize samples with unless input size * scale is whole: the Resize stays.
+                fixed = _constant_hw(target)
+                log(f"pluginize: {label} left as Resize: "
+                    + (f"its scales {fixed} are constants baked into the graph, which TensorRT resizes natively"
+                       if fixed is not None else
+                       "its scales arrive at run time and DynamicResize samples by output size, not by scale; "
+                       "give Resize sizes (F.interpolate(size=...)) to have it rewritten"))
                 continue
             plan = _resize_plan(node)
             if isinstance(plan, str):
@@ -249,11 +352,18 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
         output = node.outputs[0]
         if kind == "resize":
             x = node.inputs[0]
-            hw, how = _output_hw(emit, node, x)
+            sizes, _ = _resize_target(node)
             mode, align_corners = plan
+            fixed = _constant_hw(sizes)
+            if fixed is not None:
+                log(f"pluginize: warning: {label} resizes to the constant size {fixed} baked into the graph at "
+                    f"export; the DynamicResize node keeps it, so its output size is now fixed: re-export with the "
+                    f"size computed from an input (e.g. F.interpolate(size=like.shape[-2:]) with dynamic axes) to "
+                    f"serve other sizes")
+            hw = _output_hw(emit, sizes, x)
             detach(node)
             _dynamic_resize_node(emit, x, hw, output, mode, align_corners)
-            log(f"pluginize: {label} (size from {how}) -> {DOMAIN}::DynamicResize mode={mode} "
+            log(f"pluginize: {label} (size from sizes[2:4]) -> {DOMAIN}::DynamicResize mode={mode} "
                 f"align_corners={align_corners}")
         elif kind == "legacy_resize":
             x, size_tensor = node.inputs
@@ -307,7 +417,7 @@ def run_pluginize(args: argparse.Namespace) -> int:
     import onnx
 
     if not args.input.is_file():
-        raise SystemExit(f"pluginize: input {args.input} does not exist")
+        raise FileNotFoundError(2, "input does not exist", str(args.input))
     try:
         rewritten = pluginize(onnx.load(str(args.input)))
     except PluginizeError as error:

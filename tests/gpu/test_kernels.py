@@ -28,11 +28,12 @@ RESIZE_SHAPES = [
     ((1, 3, 9, 10), (36, 41)),  # x4 up-scale with a partial last group of columns
     ((1, 2, 3, 4095), (5, 4096)),  # scale just below 1 on a wide row: windows still one pixel apart
 ]
-MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True)]
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True),
+         ("nearest-exact", False)]
 
 
 def interpolate(x, size, mode, align_corners):
-    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
     return F.interpolate(x, size=size, mode=mode, **corners)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -13,7 +14,8 @@ from plugserve.ops import dynamic_resize
 from plugserve.ops.graph import single_node_model
 from plugserve.surgery import decompose
 
-MODES = [("bicubic", False), ("bicubic", True), ("bilinear", False), ("bilinear", True), ("nearest", False)]
+MODES = [("bicubic", False), ("bicubic", True), ("bilinear", False), ("bilinear", True), ("nearest", False),
+         ("nearest-exact", False)]
 # (in_h, in_w, out_h, out_w): up, down, non-integer ratios, identity, 1x1 in and out.
 SIZES = [(17, 23, 40, 50), (5, 7, 13, 11), (12, 10, 5, 4), (9, 6, 9, 6), (3, 4, 1, 1), (1, 1, 4, 3), (10, 10, 37, 29)]
 
@@ -21,7 +23,7 @@ SIZES = [(17, 23, 40, 50), (5, 7, 13, 11), (12, 10, 5, 4), (9, 6, 9, 6), (3, 4, 
 @pytest.mark.parametrize(("mode", "align_corners"), MODES)
 def test_op_computes_f_interpolate_at_the_size_given_as_a_tensor(mode, align_corners):
     x = torch.rand(2, 3, 9, 13)
-    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
     expected = F.interpolate(x, size=(20, 7), mode=mode, **corners)
     got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([20, 7]), mode, align_corners)
     # The op runs libplugserve.so's CPU kernel when the library is built: same math, other rounding.
@@ -48,6 +50,20 @@ def test_op_rejects_bad_input_naming_the_problem(x, size, mode, align_corners, m
         torch.ops.plugserve.dynamic_resize(x, size, mode, align_corners)
 
 
+def test_float64_is_refused_as_the_c_abi_refuses_it_and_runs_on_the_reference_when_selected():
+    from plugserve import ops
+
+    x = torch.rand(1, 3, 4, 4, dtype=torch.float64)
+    with pytest.raises(ValueError, match="dtype must be one of .* got float64.*set_implementation\\('reference'\\)"):
+        torch.ops.plugserve.dynamic_resize(x, torch.tensor([8, 8]), "bilinear", False)
+    ops.set_implementation("reference")
+    try:
+        got = torch.ops.plugserve.dynamic_resize(x, torch.tensor([8, 8]), "bilinear", False)
+    finally:
+        ops.set_implementation("plugserve")
+    torch.testing.assert_close(got, F.interpolate(x, size=(8, 8), mode="bilinear", align_corners=False))
+
+
 def test_op_passes_torch_library_opcheck():
     torch.library.opcheck(torch.ops.plugserve.dynamic_resize.default,
                           (torch.rand(2, 3, 5, 6), torch.tensor([9, 4]), "bicubic", False),
@@ -65,11 +81,25 @@ def test_export_sees_the_output_size_as_data_dependent():
     assert all(isinstance(dim, torch.SymInt) for dim in out.shape[2:])
 
 
-def _plugin_model(mode: str, align_corners: bool, size_type: int = TensorProto.INT64):
+def _plugin_model(mode: str, align_corners: bool, size_type: int = TensorProto.INT64, opset: int = 20):
     return single_node_model(
         "DynamicResize", {"x": (TensorProto.FLOAT, ["n", "c", "h", "w"]), "size": (size_type, [2])},
-        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve",
+        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve", opset=opset,
         mode=mode, align_corners=int(align_corners), plugin_namespace="plugserve", plugin_version="1")
+
+
+@pytest.mark.parametrize("opset", range(11, onnx.defs.onnx_opset_version() + 1))
+def test_decomposition_is_valid_and_exact_at_every_opset_from_11(opset, capsys):
+    for mode, align_corners in MODES:
+        model = decompose(_plugin_model(mode, align_corners, opset=opset))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == opset and "version_converter" not in capsys.readouterr().out
+        session = ort.InferenceSession(model.SerializeToString())
+        x = np.random.default_rng(opset).random((2, 3, 17, 23), dtype=np.float32)
+        for size in ([40, 50], [5, 4]):
+            (got,) = session.run(None, {"x": x, "size": np.array(size)})
+            expected = dynamic_resize.reference(torch.from_numpy(x), torch.tensor(size), mode, align_corners)
+            np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5, err_msg=f"{mode} {size}")
 
 
 @pytest.mark.parametrize(("mode", "align_corners"), MODES)
@@ -93,6 +123,23 @@ def test_decomposition_is_one_resize_with_sizes_from_shape_and_size_input():
     assert attrs["cubic_coeff_a"].f == pytest.approx(-0.75)
     assert {node.domain for node in graph.node} == {""}
     assert sorted(node.op_type for node in graph.node) == ["Cast", "Concat", "Resize", "Shape"]
+
+
+@pytest.mark.parametrize(("nearest_mode", "equal"), [("round_prefer_ceil", True), ("round_prefer_floor", False)])
+def test_pytorch_nearest_exact_is_onnx_nearest_round_prefer_ceil_at_half_pixel(nearest_mode, equal):
+    graph = decompose(_plugin_model("nearest-exact", False))
+    resize = next(node for node in graph.graph.node if node.op_type == "Resize")
+    for attribute in resize.attribute:
+        if attribute.name == "nearest_mode":
+            attribute.s = nearest_mode.encode()
+    session = ort.InferenceSession(graph.SerializeToString())
+    x = np.random.default_rng(3).random((1, 2, 12, 10), dtype=np.float32)
+    worst = 0.0
+    for size in ([5, 4], [18, 15], [3, 3], [24, 20]):
+        (got,) = session.run(None, {"x": x, "size": np.array(size)})
+        expected = F.interpolate(torch.from_numpy(x), size=tuple(size), mode="nearest-exact").numpy()
+        worst = max(worst, float(np.abs(got - expected).max()))
+    assert (worst == 0.0) == equal
 
 
 def test_decompose_refuses_an_unknown_mode_naming_it():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -82,13 +83,13 @@ def test_op_rejects_inconsistent_inputs_naming_the_problem(index, bad, message):
         torch.ops.plugserve.ms_deform_attn(*_replace(make_inputs(LEVEL_SETS[0]), index, bad))
 
 
-def _plugin_model(levels: int, op_type: str = "MSDeformAttn", domain: str = "plugserve"):
+def _plugin_model(levels: int, op_type: str = "MSDeformAttn", domain: str = "plugserve", opset: int = 20):
     float_, int32 = TensorProto.FLOAT, TensorProto.INT32
     return single_node_model(
         op_type,
         {"value": (float_, ["n", "s", 2, 4]), "spatial_shapes": (int32, [levels, 2]), "level_start_index": (int32, [levels]),
          "sampling_locations": (float_, ["n", "q", 2, levels, 3, 2]), "attention_weights": (float_, ["n", "q", 2, levels, 3])},
-        {"output": (float_, ["n", "q", 2, 4])}, domain=domain,
+        {"output": (float_, ["n", "q", 2, 4])}, domain=domain, opset=opset,
         plugin_namespace="plugserve" if domain == "plugserve" else "", plugin_version="1" if domain == "plugserve" else "2")
 
 
@@ -105,6 +106,20 @@ def test_decomposition_matches_the_reference_in_onnx_runtime(op_type, domain):
             (got,) = session.run(None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
             np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs).numpy(), rtol=0, atol=1e-5,
                                        err_msg=f"levels {shapes}, batch {batch}")
+
+
+@pytest.mark.parametrize("opset", range(11, onnx.defs.onnx_opset_version() + 1))
+def test_decomposition_is_valid_and_exact_at_every_opset_from_11(opset, capsys):
+    model = decompose(_plugin_model(len(LEVEL_SETS[0]), opset=opset))
+    onnx.checker.check_model(model, full_check=True)
+    # Below GridSample's opset 16 the graph is converted, and decompose says so.
+    assert model.opset_import[0].version == max(opset, ms_deform_attn.DECOMPOSE_OPSET)
+    assert ("onnx.version_converter" in capsys.readouterr().out) == (opset < ms_deform_attn.DECOMPOSE_OPSET)
+    inputs = make_inputs(LEVEL_SETS[0], batch=2, queries=5, index_dtype=torch.int32)
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    (got,) = ort.InferenceSession(model.SerializeToString()).run(
+        None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
+    np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs).numpy(), rtol=0, atol=1e-5)
 
 
 def test_decompose_refuses_a_dynamic_number_of_levels():

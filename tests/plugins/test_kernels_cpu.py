@@ -15,7 +15,8 @@ from plugserve.ops.ms_deform_attn import reference as msda_reference  # noqa: E4
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="libplugserve.so not built (make plugins)")
 
-MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True)]
+MODES = [("nearest", False), ("bilinear", False), ("bilinear", True), ("bicubic", False), ("bicubic", True),
+         ("nearest-exact", False)]
 
 
 def random_resize_shapes(seed: int, count: int = 12):

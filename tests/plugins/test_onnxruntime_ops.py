@@ -84,7 +84,7 @@ def test_the_library_is_found_and_exports_only_register_custom_ops():
 
 
 @pytest.mark.parametrize(("mode", "align_corners"), [("bicubic", 0), ("bicubic", 1), ("bilinear", 0), ("bilinear", 1),
-                                                     ("nearest", 0)])
+                                                     ("nearest", 0), ("nearest-exact", 0)])
 @pytest.mark.parametrize("size_type", [TensorProto.INT64, TensorProto.INT32])
 def test_dynamic_resize_matches_interpolate_and_the_decomposed_graph(mode, align_corners, size_type):
     model = resize_model(mode, align_corners, size_type)
@@ -94,7 +94,7 @@ def test_dynamic_resize_matches_interpolate_and_the_decomposed_graph(mode, align
                                    ((3, 1, 5, 9), (5, 9))]:
         x = rng.random((n, c, h, w), dtype=np.float32)
         [native], [decomposed] = both(model, x=x, size=np.array([oh, ow], index))
-        corners = {} if mode == "nearest" else {"align_corners": bool(align_corners)}
+        corners = {} if mode.startswith("nearest") else {"align_corners": bool(align_corners)}
         expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode=mode, **corners).numpy()
         assert native.shape == (n, c, oh, ow)
         np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5)
@@ -138,7 +138,7 @@ def test_results_do_not_depend_on_the_intra_op_thread_count():
 
 
 @pytest.mark.parametrize(("attrs", "message"), [
-    ({"mode": "lanczos"}, "mode must be bicubic, bilinear or nearest, got 'lanczos'"),
+    ({"mode": "lanczos"}, "mode must be bicubic, bilinear, nearest or nearest-exact, got 'lanczos'"),
     ({"mode": "nearest", "align_corners": 1}, "align_corners is only defined for bilinear and bicubic"),
     ({"align_corners": 2}, "'align_corners' must be 0 or 1, got 2"),
 ])

@@ -79,7 +79,27 @@ def test_infer_check_fails_when_the_served_model_differs_from_the_local_one(serv
     assert "MISMATCH" in capsys.readouterr().out
 
 
-def test_infer_reports_the_servers_error_and_exits_non_zero(server, photo, capsys):
+def test_infer_check_runs_an_onnx_source_in_onnx_runtime(server, photo, export_path, tmp_path, capsys):
+    import yaml
+
+    tree = yaml.safe_load((ROOT / "models.yaml").read_text())
+    tree["models"]["super_resolution"]["source"] = {"onnx": str(export_path("super_resolution"))}
+    onnx_sourced = tmp_path / "models.yaml"
+    onnx_sourced.write_text(yaml.safe_dump(tree))
+    assert main(["infer", "super_resolution", "--url", server.http_url, "--image", str(photo), "--scale", "2",
+                 "--check", "--config", str(onnx_sourced)]) == 0
+    assert "check upscaled: max abs error vs ONNX Runtime" in capsys.readouterr().out
+
+
+def test_infer_reports_the_servers_error_in_one_line_and_exits_7(server, photo, capsys):
     assert main(["infer", "super_resolution", "--url", server.http_url, "--image", str(photo),
-                 "--size", "0", "64"]) == 1
-    assert "requested output size must be positive" in capsys.readouterr().err
+                 "--size", "0", "64"]) == 7
+    err = capsys.readouterr().err
+    assert "requested output size must be positive" in err and "Traceback" not in err
+
+
+def test_infer_of_a_model_the_server_does_not_have_says_how_to_build_it(server, capsys):
+    assert main(["infer", "no_such_model", "--url", server.http_url, "--random", "8", "8"]) == 7
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("plugserve infer: no_such_model: the server answered:") and len(err) == 2
+    assert "plugserve build --model no_such_model" in err[1]

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from plugserve.cli import main
+from plugserve.perf import analyzer
 from plugserve.perf.inputs import generate_inputs
-from plugserve.perf.load import StepSettings, sweep
+from plugserve.perf.load import SenderSide, StepSettings, sweep
 from plugserve.perf.results import CALIBRATION_MODEL
 from plugserve.perf.targets import TritonTarget
 from plugserve.perf.variants import build_calibration_repository
@@ -37,9 +38,9 @@ def server(tmp_path_factory):
         yield running
 
 
-def bench(server, results: Path, *extra: str, protocol: str = "http") -> dict:
+def bench(server, results: Path, *extra: str, protocol: str = "http", engine: str = "python") -> dict:
     url = server.http_url if protocol == "http" else server.grpc_url
-    assert main(["bench", "--url", url, "--protocol", protocol, "--model", CALIBRATION_MODEL,
+    assert main(["bench", "--url", url, "--protocol", protocol, "--model", CALIBRATION_MODEL, "--engine", engine,
                  "--repository", str(server.repository), "--results", str(results), *QUICK, *extra]) == 0
     (path,) = sorted(results.glob("*.json"), key=lambda p: p.stat().st_mtime)[-1:]
     return json.loads(path.read_text())
@@ -70,7 +71,7 @@ def test_a_concurrency_sweep_writes_one_well_formed_row_per_step(server, tmp_pat
 def test_percentiles_match_known_latencies_added_to_real_requests(server):
     """Each request is a real one plus a known pause of 0, 10, ..., 90 ms, so the percentiles are known."""
     target = TritonTarget(server.http_url, "http", CALIBRATION_MODEL)
-    target.prepare(generate_inputs(target.config, 1, {}, {}), shared_memory=False)
+    target.prepare(generate_inputs(target.config, 1, {}, {}))
     pauses = iter(np.tile(np.arange(0, 100, 10) / 1000.0, 1000))
     lock = threading.Lock()
 
@@ -88,7 +89,7 @@ def test_percentiles_match_known_latencies_added_to_real_requests(server):
 
     settings = StepSettings(warmup_s=0.0, window_s=1.0, stability=1.0, stable_windows=1, max_step_s=1.0)
     try:
-        (step,) = sweep(make_sender, mode="concurrency", loads=[10], settings=settings, batch_size=1).steps
+        (step,) = sweep({"served": SenderSide(make_sender, "concurrency", settings, 1)}, loads=[10]).steps["served"]
     finally:
         target.close()
     # Ten workers draw the pauses in turn, so each window holds them about equally. A pause is a
@@ -143,7 +144,7 @@ def test_system_shared_memory_over_grpc_serves_and_releases_its_regions(server, 
 
     run = bench(server, tmp_path, "--concurrency", "2", "--shared-memory", "system", protocol="grpc")
     (step,) = run["steps"]
-    assert run["meta"]["shared_memory"] is True and step["errors"] == 0 and step["requests"] > 0
+    assert run["meta"]["shared_memory"] == "system" and step["errors"] == 0 and step["requests"] > 0
     assert shared_memory.mapped_shared_memory_regions() == []
 
 
@@ -159,7 +160,8 @@ def test_a_rate_sweep_sends_at_the_requested_rates(server, tmp_path, arrivals, r
 
 
 def test_calibration_sets_the_ceiling_that_later_runs_report_and_flag(server, tmp_path):
-    assert main(["bench", "--calibrate", "--concurrency", "2", "--results", str(tmp_path), *QUICK]) == 0
+    assert main(["bench", "--calibrate", "--engine", "python", "--concurrency", "2", "--results", str(tmp_path),
+                 *QUICK]) == 0
     run = bench(server, tmp_path, "--concurrency", "2")
     ceiling = run["calibration"]["requests_per_s"]
     assert ceiling > 0
@@ -171,6 +173,50 @@ def test_calibration_sets_the_ceiling_that_later_runs_report_and_flag(server, tm
     assert f"harness ceiling {ceiling:.0f} req/s" in text or f"harness ceiling {ceiling:.1f} req/s" in text
     assert all((page.parent / name).is_file() for name in
                [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")])
+
+
+needs_analyzer = pytest.mark.skipif(analyzer.find() is None, reason="perf_analyzer is not installed "
+                                    f"(`make perf-analyzer`, or ${analyzer.ENVIRONMENT_VARIABLE})")
+
+
+@needs_analyzer
+@pytest.mark.parametrize("memory", ["none", "system"])
+def test_cross_check_measures_each_step_with_both_engines_and_reports_their_ratio(server, tmp_path, capsys, memory):
+    run = bench(server, tmp_path, "--concurrency", "1,2", "--cross-check", "--shared-memory", memory,
+                protocol="grpc", engine=analyzer.ENGINE)
+    assert run["meta"]["engine"] == "perf_analyzer" and run["meta"]["cross_check"] == "python"
+    assert [step["load"] for step in run["steps"]] == [step["load"] for step in run["cross_check"]] == [1, 2]
+    for ours, theirs in zip(run["steps"], run["cross_check"], strict=True):
+        assert ours["engine"] == "perf_analyzer" and theirs["engine"] == "python"
+        for step in (ours, theirs):
+            assert step["errors"] == 0, step["error_messages"]
+            assert step["throughput"] > 0 and step["p50_ms"] <= step["p90_ms"] <= step["p99_ms"]
+            assert step["stopped"] in ("stable", "time-cap")
+        assert ours["server"]["server_compute_infer_us"] > 0 and ours["server"]["server_avg_batch"] >= 1
+    assert "x python (" in capsys.readouterr().out
+    (csv_path,) = tmp_path.glob("*.csv")
+    with csv_path.open() as handle:
+        engines = [row["engine"] for row in csv.DictReader(handle)]
+    assert engines == ["perf_analyzer", "perf_analyzer", "python", "python"]
+
+
+@needs_analyzer
+def test_perf_analyzer_sweeps_request_rates_from_our_input_data(server, tmp_path):
+    run = bench(server, tmp_path, "--request-rate", "50", "--arrivals", "poisson", "--window", "0.5",
+                "--max-step-time", "2", engine=analyzer.ENGINE)
+    (step,) = run["steps"]
+    assert step["errors"] == 0 and step["requests_per_s"] == pytest.approx(50, rel=0.35)
+
+
+def test_input_data_carries_each_item_with_its_dtype_and_shape(tmp_path):
+    import base64
+
+    inputs = {"image": np.arange(24, dtype=np.float32).reshape(2, 3, 2, 2), "size": np.array([[4, 6]] * 2)}
+    data = json.loads(analyzer.write_input_data(inputs, True, tmp_path / "in.json").read_text())
+    (entry,) = data["data"]
+    assert entry["size"]["shape"] == [2] and entry["image"]["shape"] == [3, 2, 2]
+    assert np.frombuffer(base64.b64decode(entry["size"]["b64"]), np.int64).tolist() == [4, 6]
+    assert np.frombuffer(base64.b64decode(entry["image"]["b64"]), np.float32).tolist() == list(range(12))
 
 
 @pytest.mark.parametrize("arguments, message", [

@@ -82,7 +82,7 @@ def test_the_build_command_prints_each_version_it_made(tiny_models_yaml, tmp_pat
 def test_a_models_yaml_with_a_wrong_field_fails_the_build_naming_the_field(tiny_models_yaml, tmp_path, capsys):
     tiny_models_yaml.write_text(tiny_models_yaml.read_text().replace("max: [4, 3, 64, 64]", "max: [4, 3, 64]"))
     repo = tmp_path / "repo"
-    assert main(["build", "--config", str(tiny_models_yaml), "--repository", str(repo)]) == 2
+    assert main(["build", "--config", str(tiny_models_yaml), "--repository", str(repo)]) == 3
     assert "models.yaml: models.tiny.profiles[0].image.max: expected 4 integers" in capsys.readouterr().err
     assert not repo.exists()
 
@@ -101,7 +101,7 @@ def test_tensor_names_that_differ_from_the_exported_graph_fail_the_build_and_lea
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"runtime": "tvm"}, "models.tiny.runtime: unknown runtime 'tvm' (known: onnxruntime"),
+        ({"runtime": "tvm"}, "--runtime: unknown runtime 'tvm' (known: onnxruntime"),
         ({"precision": "fp16"}, "models.tiny.precisions: 'fp16' is not listed"),
     ],
 )
@@ -149,6 +149,18 @@ def test_killing_a_build_midway_leaves_the_repository_exactly_as_it_was(tiny_mod
     (result,) = build.build(tiny_models_yaml, repo, log=quiet)  # the next build cleans up after it
     assert result.version == 2
     assert not repository.staging_root(repo).exists()
+
+
+def test_the_served_config_names_the_runtime_for_clients_to_read(tiny_models_yaml, tmp_path):
+    from plugserve.perf.cli import _runtime
+
+    result = build.build(tiny_models_yaml, tmp_path / "repo", log=quiet)[0]
+    served = repository.read_config(result.path.parent / repository.CONFIG_NAME)
+    assert repository.read_parameters(served)[repository.RUNTIME_PARAMETER] == "onnxruntime"
+    # What bench reads from a server's config (JSON), whatever repository it has locally.
+    config = {"parameters": {repository.RUNTIME_PARAMETER: {"string_value": "torch"}}}
+    assert _runtime(config, tmp_path / "elsewhere", "tiny") == "torch"
+    assert _runtime({}, tmp_path / "elsewhere", "tiny") == "unknown"
 
 
 def test_build_engines_py_is_the_build_command(tmp_path):

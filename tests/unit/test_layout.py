@@ -15,10 +15,10 @@ LAYERS = [
     ["plugserve.serve", "plugserve.server", "plugserve.watchdog", "plugserve.client"],
     ["plugserve.build", "plugserve.check_plugins"],
     ["plugserve.lowering"],
-    ["plugserve.trt", "plugserve.export", "plugserve.surgery", "plugserve.runners.torch_program",
+    ["plugserve.trt", "plugserve.export", "plugserve.surgery", "plugserve.onnx_io", "plugserve.runners.torch_program",
      "plugserve.runners.torch_runner"],
     ["plugserve.repository", "plugserve.ops", "plugserve.models"],
-    ["plugserve.config", "plugserve.native", "plugserve.runners"],
+    ["plugserve.config", "plugserve.native", "plugserve.runners", "plugserve.console"],
 ]
 MAX_LINES = 500
 

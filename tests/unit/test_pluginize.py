@@ -22,6 +22,9 @@ from plugserve.surgery import PluginizeError, decompose, pluginize
 
 torch.set_num_threads(2)
 
+# Tutorials export at opset 11; exporters since at 13, 16, 17 and 18 (the dynamo exporter's default).
+OPSETS = [11, 13, 16, 17, 18]
+
 
 def run(model: onnx.ModelProto, **inputs: np.ndarray) -> list[np.ndarray]:
     import onnxruntime as ort
@@ -34,13 +37,20 @@ def ops(model: onnx.ModelProto) -> list[str]:
     return [f"{n.domain}::{n.op_type}" if n.domain else n.op_type for n in model.graph.node]
 
 
-def legacy_export(module: torch.nn.Module, args: tuple, path: Path, names: list[str], dynamic: dict) -> onnx.ModelProto:
+def legacy_export(module: torch.nn.Module, args: tuple, path: Path, names: list[str], dynamic: dict,
+                  opset: int = 18) -> onnx.ModelProto:
     """The tutorial way: the TorchScript exporter, custom nodes from autograd.Function.symbolic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=18, input_names=names,
+        torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, input_names=names,
                           output_names=["output"], dynamic_axes=dynamic)
-    return onnx.load(str(path))
+    model = onnx.load(str(path))
+    assert _opset(model) == opset
+    return model
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 # --- Resize with sizes computed at run time (the modern exporter, and TorchScript) ----------------
@@ -56,29 +66,29 @@ class ResizeLike(torch.nn.Module):
                 F.interpolate(x, size=size, mode="nearest"))
 
 
-@pytest.fixture(scope="module")
-def modern_resize_graph() -> onnx.ModelProto:
+def modern_resize_graph(opset: int | None) -> onnx.ModelProto:
+    """The dynamo exporter's graph, at `opset` or (None) at its own default."""
     x, like = torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 12)
     dim = torch.export.Dim
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            ResizeLike(), (x, like), dynamo=True, verbose=False, opset_version=20, input_names=["x", "like"],
+            ResizeLike(), (x, like), dynamo=True, verbose=False, input_names=["x", "like"],
             dynamic_shapes={"x": {0: dim("n"), 2: dim("h"), 3: dim("w")}, "like": {2: dim("oh"), 3: dim("ow")}},
+            **({} if opset is None else {"opset_version": opset}),
         )
     return program.model_proto
 
 
-@pytest.fixture(scope="module")
-def legacy_resize_graph(tmp_path_factory) -> onnx.ModelProto:
-    path = tmp_path_factory.mktemp("legacy") / "resize.onnx"
-    return legacy_export(ResizeLike(), (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 12)), path, ["x", "like"],
-                         {"x": {0: "n", 2: "h", 3: "w"}, "like": {2: "oh", 3: "ow"}})
+def legacy_resize_graph(opset: int, path: Path) -> onnx.ModelProto:
+    return legacy_export(ResizeLike(), (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 12)), path / "resize.onnx",
+                         ["x", "like"], {"x": {0: "n", 2: "h", 3: "w"}, "like": {2: "oh", 3: "ow"}}, opset)
 
 
-@pytest.mark.parametrize("graph_name", ["modern_resize_graph", "legacy_resize_graph"])
-def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(graph_name, request, capsys):
-    graph = request.getfixturevalue(graph_name)
+@pytest.mark.parametrize(("exporter", "opset"),
+                         [("dynamo", None), ("dynamo", 20), *(("torchscript", opset) for opset in OPSETS)])
+def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, opset, tmp_path, capsys):
+    graph = modern_resize_graph(opset) if exporter == "dynamo" else legacy_resize_graph(opset, tmp_path)
     pluginized = pluginize(graph)
     assert [o for o in ops(pluginized) if o.startswith("plugserve::")] == ["plugserve::DynamicResize"] * 3
     assert "Resize" not in ops(pluginized)
@@ -86,16 +96,22 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(graph_name, 
     assert modes == [b"bicubic", b"bilinear", b"nearest"]
     assert capsys.readouterr().out.count("-> plugserve::DynamicResize") == 3
     decomposed = decompose(pluginized)
+    assert _opset(pluginized) == _opset(decomposed) == _opset(graph)  # DynamicResize decomposes at every opset
     rng = np.random.default_rng(0)
     for (n, h, w), (oh, ow) in [((1, 8, 8), (16, 12)), ((2, 5, 7), (11, 3)), ((3, 16, 9), (4, 4))]:
         x = rng.random((n, 3, h, w), dtype=np.float32)
         like = np.zeros((1, 1, oh, ow), np.float32)
-        for expected, got in zip(run(graph, x=x, like=like), run(decomposed, x=x, like=like), strict=True):
+        with torch.no_grad():
+            reference = [t.numpy() for t in ResizeLike()(torch.from_numpy(x), torch.from_numpy(like))]
+        for want, expected, got in zip(reference, run(graph, x=x, like=like), run(decomposed, x=x, like=like),
+                                       strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_with_runtime_scales_round_trips():
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor.
+def test_resize_with_runtime_scales_keeps_its_meaning_by_staying_a_resize(capsys):
+    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor. DynamicResize
+    # samples by output size, which differs from sampling by a scale such as 2.3 (floor(5 * 2.3) = 11).
     graph = helper.make_model(
         helper.make_graph(
             [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
@@ -109,11 +125,50 @@ def test_resize_with_runtime_scales_round_trips():
         ),
         opset_imports=[helper.make_opsetid("", 20)], ir_version=10,
     )
-    decomposed = decompose(pluginize(graph))
+    pluginized = pluginize(graph)
+    assert ops(pluginized) == ["Concat", "Resize"]
+    assert "left as Resize: its scales arrive at run time" in capsys.readouterr().out
+    decomposed = decompose(pluginized)
     x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
-    for scales in ([2.0, 3.0], [1.0, 4.0], [0.5, 1.0]):
+    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0]):
         s = np.array(scales, np.float32)
-        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], run(graph, x=x, s=s)[0], rtol=1e-5, atol=1e-6)
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bilinear",
+                                 recompute_scale_factor=False).numpy()
+        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], expected, rtol=1e-5, atol=1e-5)
+
+
+class FixedSize(torch.nn.Module):
+    def forward(self, x):
+        return F.interpolate(x, size=(32, 24), mode="bilinear")
+
+
+def test_torchscript_constant_size_is_rewritten_with_a_warning_that_it_is_fixed(tmp_path, capsys):
+    # TorchScript writes sizes = Concat(Shape(x)[:2], Constant[32, 24]): computed, yet the size is fixed.
+    graph = legacy_export(FixedSize(), (torch.rand(1, 3, 8, 8),), tmp_path / "fixed.onnx", ["x"],
+                          {"x": {0: "n", 2: "h", 3: "w"}}, 11)
+    decomposed = decompose(pluginize(graph))
+    out = capsys.readouterr().out
+    assert "warning" in out and "constant size (32, 24)" in out and "now fixed" in out
+    x = np.random.default_rng(2).random((2, 3, 5, 7), dtype=np.float32)
+    with torch.no_grad():
+        np.testing.assert_allclose(run(decomposed, x=x)[0], FixedSize()(torch.from_numpy(x)).numpy(), atol=1e-5)
+
+
+class Antialiased(torch.nn.Module):
+    def forward(self, x, like):
+        return F.interpolate(x, size=like.shape[-2:], mode="bicubic", antialias=True)
+
+
+def test_antialiased_export_is_refused_as_antialias():
+    dim = torch.export.Dim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.onnx.export(Antialiased(), (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 12)), dynamo=True,
+                                  verbose=False, input_names=["x", "like"],
+                                  dynamic_shapes={"x": {2: dim("h")}, "like": {2: dim("oh"), 3: dim("ow")}}).model_proto
+    with pytest.raises(PluginizeError, match="antialias=1") as error:
+        pluginize(graph)
+    assert "cubic_coeff_a" not in str(error.value) and "export with antialias=False" in str(error.value)
 
 
 def test_resize_with_constant_size_is_left_to_tensorrt(capsys):
@@ -153,12 +208,16 @@ def _runtime_resize(**attrs) -> onnx.ModelProto:
       "nearest_mode='round_prefer_floor'"),
      ({"mode": "linear", "coordinate_transformation_mode": "asymmetric"}, "coordinate_transformation_mode='asymmetric'"),
      ({"mode": "linear", "antialias": 1}, "antialias=1"),
-     ({"mode": "linear", "axes": [2, 3]}, "axes")],
+     ({"mode": "cubic", "antialias": 1, "cubic_coeff_a": -0.5, "exclude_outside": 1}, "antialias=1"),
+     ({"mode": "linear", "axes": [2, 3]}, "axes"),
+     ({"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "round_prefer_ceil"},
+      "coordinate_transformation_mode='asymmetric'")],
 )
 def test_resize_it_cannot_reproduce_is_refused_with_the_reason(attrs, reason):
     with pytest.raises(PluginizeError, match="nothing was rewritten") as error:
         pluginize(_runtime_resize(**attrs))
     assert "Resize 'up'" in str(error.value) and reason in str(error.value)
+    assert "constant sizes/scales" in str(error.value)  # the way out
 
 
 # --- The tutorial's Test::DynamicTRTResize (output size = the last two dims of a 4-D tensor) --------
@@ -187,11 +246,13 @@ class TutorialSuperResolution(torch.nn.Module):
         return self.conv2(torch.relu(self.conv1(x)))
 
 
+@pytest.mark.parametrize("opset", OPSETS)
 @pytest.mark.parametrize("align_corners", [False, True])
-def test_tutorial_dynamic_trt_resize_round_trips(tmp_path, align_corners, capsys):
+def test_tutorial_dynamic_trt_resize_round_trips(tmp_path, align_corners, opset, capsys):
     model = TutorialSuperResolution(align_corners).eval()
     graph = legacy_export(model, (torch.rand(1, 3, 8, 8), torch.rand(1, 1, 16, 16)), tmp_path / "sr.onnx",
-                          ["input", "factor"], {"input": {0: "n", 2: "h", 3: "w"}, "factor": {2: "oh", 3: "ow"}})
+                          ["input", "factor"], {"input": {0: "n", 2: "h", 3: "w"}, "factor": {2: "oh", 3: "ow"}},
+                          opset)
     assert "Test::DynamicTRTResize" in ops(graph)
     pluginized = pluginize(graph)
     [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
@@ -199,6 +260,7 @@ def test_tutorial_dynamic_trt_resize_round_trips(tmp_path, align_corners, capsys
     assert attrs["mode"] == b"bicubic" and attrs["align_corners"] == int(align_corners)
     assert "size from the shape of 'factor'" in capsys.readouterr().out
     decomposed = decompose(pluginized)
+    assert _opset(decomposed) == opset
     for (h, w), (oh, ow) in [((8, 8), (16, 16)), ((6, 10), (15, 31))]:
         x, factor = torch.rand(2, 3, h, w), torch.zeros(1, 1, oh, ow)
         with torch.no_grad():
@@ -256,15 +318,16 @@ def _levels(sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return shapes, torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
+@pytest.mark.parametrize("opset", OPSETS)
 @pytest.mark.parametrize(("domain", "flat_output"), [("com.microsoft", False), ("nvinfer1.plugin", True), ("", False)])
-def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, domain, flat_output, capsys):
+def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, domain, flat_output, opset, capsys):
     # TorchScript rejects an op without a domain, so the domain-less variant is exported under a
     # placeholder domain and then moved to the default domain, as hand-edited tutorial graphs have it.
     layer = TutorialEncoderLayer(_msda_function(domain or "placeholder", flat_output)).eval()
     shapes, starts = _levels([(4, 4), (2, 2)])
     src = torch.rand(1, int(shapes.prod(1).sum()), 8)
     graph = legacy_export(layer, (src, shapes, starts), tmp_path / "msda.onnx", ["src", "shapes", "starts"],
-                          {"src": {0: "n", 1: "s"}})
+                          {"src": {0: "n", 1: "s"}}, opset)
     if not domain:
         for node in graph.graph.node:
             if node.op_type == "MultiscaleDeformableAttnPlugin_TRT":
@@ -279,8 +342,13 @@ def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, doma
         cast = producers[index]
         assert cast.op_type == "Cast" and helper.get_attribute_value(cast.attribute[0]) == TensorProto.INT32
     assert "2 int64->int32 index cast(s)" in capsys.readouterr().out
+    assert _opset(pluginized) == opset
 
     decomposed = decompose(pluginized)
+    # GridSample, which MSDA decomposes into, is opset 16: older graphs are converted, and say so.
+    assert _opset(decomposed) == max(opset, ms_deform_attn.DECOMPOSE_OPSET)
+    converted = "converted it to opset 16 with onnx.version_converter (plugserve::MSDeformAttn needs 16)"
+    assert (converted in capsys.readouterr().out) == (opset < 16)
     for sizes in ([(4, 4), (2, 2)], [(5, 3), (3, 2)]):
         shapes, starts = _levels(sizes)
         src = torch.rand(2, int(shapes.prod(1).sum()), 8)
@@ -297,6 +365,20 @@ def test_msda_plugin_node_with_unknown_attributes_is_refused(tmp_path):
                           ["src", "shapes", "starts"], {"src": {0: "n", 1: "s"}})
     with pytest.raises(PluginizeError, match=r"MultiscaleDeformableAttnPlugin_TRT.*attributes \['im2col_step'\]"):
         pluginize(graph)
+
+
+def test_nearest_round_prefer_ceil_at_half_pixel_becomes_nearest_exact_and_round_trips():
+    graph = _runtime_resize(mode="nearest", coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
+    pluginized = pluginize(graph)
+    [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
+    assert {a.name: helper.get_attribute_value(a) for a in node.attribute}["mode"] == b"nearest-exact"
+    rng = np.random.default_rng(4)
+    decomposed = decompose(pluginized)
+    for (h, w), (oh, ow) in [((12, 10), (5, 4)), ((7, 9), (18, 20))]:
+        x, like = rng.random((2, 3, h, w), dtype=np.float32), np.zeros((2, 3, oh, ow), np.float32)
+        expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode="nearest-exact").numpy()
+        np.testing.assert_array_equal(run(decomposed, x=x, like=like)[0], expected)
+        np.testing.assert_array_equal(run(graph, x=x, like=like)[0], expected)
 
 
 def test_pluginize_command_writes_the_graph_and_refuses_with_exit_code_2(tmp_path, capsys):

@@ -58,11 +58,37 @@ def test_the_report_has_every_section_and_links_only_plots_it_wrote(tmp_path):
                     "## locust against plugserve bench", "## Kernels (bench/kernels.py)"):
         assert heading in text
     assert "No pair of runs" not in text  # both comparisons found their pair
-    assert "| http | False | 30.3 | 4 |" in text  # the calibration run's best step is the ceiling
+    assert "| http | none | 30.3 | 4 |" in text  # the calibration run's best step is the ceiling
     assert "harness ceiling 1000 req/s" in text  # each run states the ceiling it was flagged against
     assert "| 0.95x | 0.86 1.05 |" in text  # served / in-process at each concurrency, pooled and per round
     assert "super_resolution 64x64 | http | 2 | 100 | 0 | 7.0 | 7.1 | -1% |" in text  # locust beside bench at c=2
     assert "| yes |" in text and "70.0%" in text  # kernel targets and bandwidth share
     images = [line.split("](")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]
-    assert len(images) == 5
+    assert len(images) == 5 + 4  # and a latency breakdown per measured run
     assert all((page.parent / name).stat().st_size > 1000 for name in images)
+
+
+def test_runs_by_different_engines_stay_apart_and_flags_mark_what_cannot_be_trusted(tmp_path):
+    results = tmp_path / "results"
+    python = _run(1)
+    python["meta"]["load_average_before"] = 1.9  # of 2 cores: the host was busy
+    analyzer = _run(2)
+    analyzer["meta"].update(engine="perf_analyzer", cross_check="python", load_average_before=0.1)
+    analyzer["steps"][1]["stopped"] = "time-cap"
+    analyzer["cross_check"] = [dict(step, throughput=step["throughput"] / 2, engine="python")
+                               for step in analyzer["steps"]]
+    rate = _run(3)
+    rate["meta"].update(mode="rate", loads=[10, 20, 40])
+    rate["steps"] = [dict(step, mode="rate", load=load, requests_per_s=achieved) for step, load, achieved in
+                     zip(rate["steps"], (10, 20, 40), (10.0, 19.5, 25.0), strict=True)]
+    for index, run in enumerate([python, analyzer, rate]):
+        run["meta"]["started"] = 1_700_000_000 + index
+        write_results(run, results)
+    text = build_report(results, tmp_path / "report").read_text()
+    assert "concurrency / python" in text and "concurrency / perf_analyzer" in text  # not merged as one config
+    assert text.count("**Loaded host**") == 1
+    assert "**time-capped: unstable**" in text
+    assert "achieved 25.0 of 40 req/s offered" in text and "achieved 19.5" not in text
+    # The synthetic steps' requests/s times mean latency is far below their concurrency (Little's law).
+    assert "**0.1 in flight of 2**" in text
+    assert "## perf_analyzer against plugserve's sender" in text and "| 2.00x |" in text

@@ -17,13 +17,12 @@ import importlib
 import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from plugserve.config import ConfigError, ModelSpec
+from plugserve.config import RUNTIMES, ConfigError
 
-LOWERINGS = ("onnxruntime", "tensorrt", "torch")
+LOWERINGS = RUNTIMES
 
 
 class RuntimeUnavailable(RuntimeError):
@@ -62,19 +61,3 @@ def package_versions(*names: str) -> dict[str, str]:
 def to_json(value: Any) -> str:
     """Compact, key-sorted JSON: a config.pbtxt parameter's value."""
     return json.dumps(value, separators=(",", ":"), sort_keys=True)
-
-
-def check_io_names(spec: ModelSpec, onnx_path: Path) -> None:
-    """The exported graph must have exactly the tensor names models.yaml promises to clients."""
-    import onnx
-
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    initializers = {i.name for i in graph.initializer}
-    for kind, declared, actual in (
-        ("inputs", [t.name for t in spec.inputs], [i.name for i in graph.input if i.name not in initializers]),
-        ("outputs", [t.name for t in spec.outputs], [o.name for o in graph.output]),
-    ):
-        if sorted(declared) != sorted(actual):
-            raise ConfigError(
-                f"models.yaml: models.{spec.name}.{kind}: names {declared} do not match the exported ONNX {kind} {actual}"
-            )

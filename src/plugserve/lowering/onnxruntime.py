@@ -14,10 +14,10 @@ import importlib.util
 import shutil
 from pathlib import Path
 
-from plugserve import native, repository, runners
-from plugserve.config import ModelSpec
+from plugserve import native, onnx_io, repository, runners
+from plugserve.config import ConfigError, ModelSpec
 from plugserve.export import export_onnx
-from plugserve.lowering import Lowered, RuntimeUnavailable, check_io_names, package_versions, to_json
+from plugserve.lowering import Lowered, RuntimeUnavailable, package_versions, to_json
 from plugserve.runners.contract import ONNXRUNTIME_OPTIONS_PARAMETER, SPEC_PARAMETER
 from plugserve.surgery import decompose, pluginize
 
@@ -41,7 +41,7 @@ def resolve_ops(spec: ModelSpec) -> tuple[str, Path | None]:
     ops = spec.onnxruntime.ops or ("native" if library is not None else "decomposed")
     if ops == "native" and library is None:
         raise RuntimeUnavailable(
-            f"models.yaml: models.{spec.name}.onnxruntime.ops: native needs {native.ORT_LIBRARY_NAME}, which is not "
+            f"{spec.label}: models.{spec.name}.onnxruntime.ops: native needs {native.ORT_LIBRARY_NAME}, which is not "
             f"built: run `make -C plugins` with ONNX Runtime's headers in .onnxruntime/include (plugins/ort/README.md), "
             f"set ${native.ORT_ENV_VAR}, or choose ops: decomposed")
     return ops, library if ops == "native" else None
@@ -62,13 +62,14 @@ def export_runtime_onnx(spec: ModelSpec, out_path: Path, precision: str, ops: st
     else:
         target = "tensorrt" if ops == "native" else "onnxruntime"  # the plugin-node graph, or decomposed
         export_onnx(spec.model_name(), out_path, checkpoint=spec.checkpoint, target=target, dtype=precision)
-    check_io_names(spec, out_path)
+    onnx_io.check(spec, out_path, precision)
     return out_path
 
 
 def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
     if precision != "fp32":
-        raise ValueError(f"runtime onnxruntime serves fp32 only (CPU); got precision {precision!r}")
+        raise ConfigError(f"{spec.label}: models.{spec.name}: runtime onnxruntime serves fp32 only (CPU); "
+                          f"got precision {precision!r}")
     ops, library = resolve_ops(spec)
     export_runtime_onnx(spec, version_dir / repository.ONNX_FILE, precision, ops)
     runners.install("onnxruntime", version_dir)

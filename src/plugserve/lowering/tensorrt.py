@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from plugserve import native, repository
-from plugserve.config import Range
+from plugserve import console, native, onnx_io, repository
+from plugserve.config import ConfigError, Range
 from plugserve.export import export_onnx
-from plugserve.lowering import Lowered, check_io_names, package_versions
+from plugserve.lowering import Lowered, package_versions
 from plugserve.repository import sha256_file
 from plugserve.runners.contract import DTYPES
 from plugserve.surgery import pluginize
@@ -78,8 +78,8 @@ def engine_profiles(spec: ModelSpec) -> list[dict[str, Range]]:
 def _cuda_graphs(spec: ModelSpec) -> dict[str, Any]:
     shape_tensors = [t.name for t in spec.inputs if t.shape_tensor]
     if shape_tensors:
-        raise ValueError(
-            f"models.yaml: models.{spec.name}.tensorrt.cuda_graphs: a CUDA graph fixes every shape, but shape "
+        raise ConfigError(
+            f"{spec.label}: models.{spec.name}.tensorrt.cuda_graphs: a CUDA graph fixes every shape, but shape "
             f"tensor input(s) {shape_tensors} set output shapes per request; turn cuda_graphs off for this model"
         )
     specs = []
@@ -127,7 +127,7 @@ def _export(spec: ModelSpec, out_path: Path, precision: str) -> onnx.ModelProto:
     if spec.onnx is not None:
         return pluginize(onnx.load(str(spec.onnx)))
     if spec.source_model is None:
-        raise ValueError(f"models.yaml: models.{spec.name}.source: needs `model` or `onnx`")
+        raise ConfigError(f"{spec.label}: models.{spec.name}.source: needs `model` or `onnx`")
     # fp16 is exported as fp16 (strongly typed on TensorRT 10 and 11 alike); bf16 comes from the
     # builder flag of TensorRT 10 on an fp32 graph (plan_precision refuses it on 11).
     export_onnx(
@@ -148,13 +148,14 @@ def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
 
     settings = spec.tensorrt
     source = _export(spec, version_dir / ENGINE_SOURCE_FILE, precision)
+    # Before prepare_onnx, which may narrow int64 inputs to the int32 the plugins take.
+    onnx_io.check(spec, source, precision)
     compute_dtype = graph_precision(source)
     plan_precision(
         int(trt.__version__.split(".")[0]), precision, compute_dtype
     )  # refuse early, before building
     onnx_path = version_dir / ENGINE_SOURCE_FILE
     onnx.save(prepare_onnx(source, spec), str(onnx_path))
-    check_io_names(spec, onnx_path)
 
     library = native.library_path()
     gpu = detect_gpu()
@@ -166,7 +167,8 @@ def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
         optimization_level=settings.optimization_level,
         timing_cache=timing_cache_path(settings.timing_cache_dir, trt.__version__, gpu),
     )
-    info = build_engine(onnx_path, version_dir / repository.PLAN_FILE, options, library, graph_dtype=compute_dtype)
+    with console.step(f"build: {spec.name}: TensorRT engine ({precision}, {len(profiles)} profile(s))"):
+        info = build_engine(onnx_path, version_dir / repository.PLAN_FILE, options, library, graph_dtype=compute_dtype)
     environment = Environment(info.tensorrt_version, gpu, sha256_file(library) if library else None)
     warmup = repository.warmup_requests(spec, version_dir.parent / repository.WARMUP_DIR, version_dir.name,
                                         data="random_data")

@@ -79,7 +79,7 @@ _PROGRAMS: dict[tuple, Any] = {}
 def _export_program(spec: ModelSpec, precision: str) -> torch.export.ExportedProgram:
     import torch
 
-    path = f"models.yaml: models.{spec.name}"
+    path = f"{spec.label}: models.{spec.name}"
     if spec.source_model is None:
         raise ConfigError(f"{path}.source: runtime torch needs `model` (a plugserve model), not a ready ONNX file")
     if precision not in PRECISIONS:
@@ -131,7 +131,7 @@ def check_profiles(spec: ModelSpec, program: torch.export.ExportedProgram) -> No
             lower = int(bounds.lower) if bounds.lower > 2 else 0
             for index, profile in enumerate(spec.profiles):
                 limits = profile[tensor.name]
-                path = f"models.yaml: models.{spec.name}.profiles[{index}].{tensor.name}"
+                path = f"{spec.label}: models.{spec.name}.profiles[{index}].{tensor.name}"
                 if limits.min[axis] < lower:
                     raise ConfigError(f"{path}.min: dimension {axis} is {limits.min[axis]}, but the exported program "
                                       f"accepts {lower} or more; raise the profile's min to that")

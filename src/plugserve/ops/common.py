@@ -26,7 +26,7 @@ SHAPE_INPUT_ATTRIBUTE = "tensorrt_plugin_shape_input_indices"
 # and each Triton model instance is a process of its own.
 IMPLEMENTATIONS = ("plugserve", "reference")
 _implementation = "plugserve"
-# The dtypes libplugserve.so's kernels take (others, e.g. float64, run the reference).
+# The dtypes libplugserve.so's kernels (and so the TensorRT and ONNX Runtime plugins) take.
 KERNEL_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -37,13 +37,19 @@ def set_implementation(name: str) -> None:
     _implementation = name
 
 
-def use_kernels(tensor: torch.Tensor | None = None) -> bool:
-    """Whether the custom ops call libplugserve.so: selected, loadable and, given the op's main
-    tensor, a kernel exists for its dtype. Never raises."""
+def use_kernels(op: str | None = None, tensor: torch.Tensor | None = None) -> bool:
+    """Whether the custom ops call libplugserve.so: selected and loadable.
+
+    Given the op's main tensor, the "plugserve" implementation refuses (ValueError) a dtype the
+    kernels lack, as the C ABI does, whether or not the library loads here: a float64 model that
+    ran on the reference on a machine without the library would otherwise fail only where it is served.
+    """
     if _implementation == "reference":
         return False
-    if tensor is not None and str(tensor.dtype).removeprefix("torch.") not in KERNEL_DTYPES:
-        return False
+    if tensor is not None and (name := str(tensor.dtype).removeprefix("torch.")) not in KERNEL_DTYPES:
+        raise ValueError(f"{op}: dtype must be one of {KERNEL_DTYPES} (the plugserve kernels'), got {name}; cast "
+                         f"the input, or select PyTorch's own operators with "
+                         f"plugserve.ops.set_implementation('reference')")
     return native.available()
 
 

@@ -2,7 +2,7 @@
 
 `size` is an int tensor [2] (output height, width), an input of the served model rather than a
 constant of the graph, so one engine serves every scale. The numbers are PyTorch's
-`F.interpolate` (antialias off) for modes "nearest", "bilinear" and "bicubic".
+`F.interpolate` (antialias off) for modes "nearest", "bilinear", "bicubic" and "nearest-exact".
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
 
 OP_TYPE = "DynamicResize"
-MODES = ("nearest", "bilinear", "bicubic")
+MODES = native.RESIZE_MODES
+# The lowest opset the decomposition emits valid ops for (Resize with a sizes input).
+DECOMPOSE_OPSET = 11
 
 
 def check_arguments(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> None:
@@ -33,8 +35,8 @@ def check_arguments(x: torch.Tensor, size: torch.Tensor, mode: str, align_corner
                          f"got {size.dtype} {tuple(size.shape)}")
     if mode not in MODES:
         raise ValueError(f"dynamic_resize: mode must be one of {MODES}, got {mode!r}")
-    if mode == "nearest" and align_corners:
-        raise ValueError("dynamic_resize: align_corners applies to bilinear and bicubic, not nearest")
+    if mode.startswith("nearest") and align_corners:
+        raise ValueError(f"dynamic_resize: align_corners applies to bilinear and bicubic, not {mode}")
 
 
 def output_size(size: torch.Tensor) -> tuple[int, int]:
@@ -47,17 +49,16 @@ def output_size(size: torch.Tensor) -> tuple[int, int]:
 def reference(x: torch.Tensor, size: torch.Tensor, mode: str = "bicubic", align_corners: bool = False) -> torch.Tensor:
     """The op's definition: `F.interpolate` to the size held in `size`."""
     check_arguments(x, size, mode, align_corners)
-    corners = {} if mode == "nearest" else {"align_corners": align_corners}
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
     return F.interpolate(x, size=output_size(size), mode=mode, **corners)
 
 
 @torch.library.custom_op("plugserve::dynamic_resize", mutates_args=())
 def dynamic_resize(x: torch.Tensor, size: torch.Tensor, mode: str, align_corners: bool) -> torch.Tensor:
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
-    (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
-    if use_kernels(x):
-
-        check_arguments(x, size, mode, align_corners)
+    (and selected, see `plugserve.ops.use_kernels`); else the reference."""
+    check_arguments(x, size, mode, align_corners)
+    if use_kernels("dynamic_resize", x):
         return native.dynamic_resize(x, *output_size(size), mode, align_corners)
     return reference(x, size, mode, align_corners)
 
@@ -87,8 +88,10 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     """Rewrite a DynamicResize node into a standard Resize with sizes = Concat(Shape(x)[:2], size).
 
     The attributes reproduce PyTorch's sampling: cubic a=-0.75 with edge clamping (exclude_outside=0),
-    "half_pixel" (or "align_corners") source coordinates, and for nearest PyTorch's floor(dst * in/out).
+    "half_pixel" (or "align_corners") source coordinates, for nearest PyTorch's floor(dst * in/out), and
+    for nearest-exact round_prefer_ceil at half_pixel coordinates, which is PyTorch's floor((dst + 0.5) * in/out).
     """
+    import numpy as np
     import onnx_graphsurgeon as gs
 
     from plugserve.ops.graph import Emitter, detach
@@ -99,18 +102,26 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     align_corners = bool(node.attrs.get("align_corners", 0))
     if mode not in MODES:
         raise ValueError(f"{node.name}: DynamicResize mode must be one of {MODES}, got {mode!r}")
+    if int(graph.opset) < DECOMPOSE_OPSET:
+        raise ValueError(f"{node.name}: decomposing DynamicResize needs opset >= {DECOMPOSE_OPSET} (Resize with "
+                         f"sizes), the graph imports opset {graph.opset}; plugserve decompose converts it")
     detach(node)
 
     emit = Emitter(graph, node)
-    sizes = emit("Concat", emit("Shape", x, end=2), emit("Cast", size, to=7), axis=0)
-    attrs: dict = {"mode": {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic"}[mode]}
+    sizes = emit("Concat", emit.shape(x, 0, 2), emit("Cast", size, to=7), axis=0)
+    attrs: dict = {"mode": {"nearest": "nearest", "bilinear": "linear", "bicubic": "cubic",
+                            "nearest-exact": "nearest"}[mode]}
     if mode == "nearest":
         attrs.update(coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+    elif mode == "nearest-exact":
+        attrs.update(coordinate_transformation_mode="half_pixel", nearest_mode="round_prefer_ceil")
     else:
         attrs["coordinate_transformation_mode"] = "align_corners" if align_corners else "half_pixel"
     if mode == "bicubic":
         attrs.update(cubic_coeff_a=-0.75, exclude_outside=0)
-    skipped = gs.Variable.empty()  # Resize's roi and scales inputs, unused when sizes is given
+    # Resize's roi and scales, unused when sizes is given: absent from opset 13 on, before that
+    # required inputs that must be given as empty tensors.
+    skipped = gs.Variable.empty() if emit.opset >= 13 else np.zeros(0, np.float32)
     emit("Resize", x, skipped, skipped, sizes, outputs=[output], **attrs)
 
 

@@ -15,6 +15,7 @@ class Emitter:
     def __init__(self, graph: gs.Graph, replaced: gs.Node):
         self.graph = graph
         self.prefix = replaced.name or replaced.op
+        self.opset = int(graph.opset)
         self._count = 0
 
     def __call__(self, op: str, *inputs: gs.Tensor | np.ndarray, outputs: list[gs.Variable] | None = None,
@@ -28,6 +29,21 @@ class Emitter:
 
     def int64(self, *values: int) -> np.ndarray:
         return np.array(values, dtype=np.int64)
+
+    # The helpers below emit what each ONNX opset allows, so a decomposition stays valid in the
+    # graph it is written into (tutorial graphs import opset 11; exporters today 18 or more).
+
+    def shape(self, x: gs.Tensor, start: int, end: int) -> gs.Variable:
+        """Shape(x)[start:end]: Shape's start/end attributes exist from opset 15 on."""
+        if self.opset >= 15:
+            return self("Shape", x, start=start, end=end)
+        return self("Slice", self("Shape", x), self.int64(start), self.int64(end), self.int64(0))
+
+    def reduce(self, op: str, x: gs.Tensor, axes: list[int], keepdims: int) -> gs.Variable:
+        """A Reduce* node over `axes`: an input from opset 18 on (ReduceSum from 13), before that an attribute."""
+        if self.opset >= (13 if op == "ReduceSum" else 18):
+            return self(op, x, self.int64(*axes), keepdims=keepdims)
+        return self(op, x, axes=axes, keepdims=keepdims)
 
 
 def detach(node: gs.Node) -> None:

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 OP_TYPE = "MSDeformAttn"
 NVIDIA_OP_TYPE = "MultiscaleDeformableAttnPlugin_TRT"
 NVIDIA_DOMAIN = "trt.plugins"
+# The lowest opset the decomposition emits valid ops for: GridSample is opset 16.
+DECOMPOSE_OPSET = 16
 
 
 def check_arguments(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
@@ -78,10 +80,9 @@ def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_ind
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
                    sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
-    (and selected, see `plugserve.ops.use_kernels`), for the dtypes it has; else the reference."""
-    if use_kernels(value):
-
-        check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    (and selected, see `plugserve.ops.use_kernels`); else the reference."""
+    check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    if use_kernels("ms_deform_attn", value):
         try:
             return native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
                                           attention_weights)
@@ -144,9 +145,9 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     if not levels:
         raise ValueError(f"{node.name}: decomposing {node.op} needs a static number of levels "
                          f"(spatial_shapes dim 0 or sampling_locations dim 3)")
-    if int(graph.opset) < 18:
-        raise ValueError(f"{node.name}: decomposing {node.op} needs opset >= 18 (ReduceProd with axes input), "
-                         f"the graph imports opset {graph.opset}")
+    if int(graph.opset) < DECOMPOSE_OPSET:
+        raise ValueError(f"{node.name}: decomposing {node.op} needs opset >= {DECOMPOSE_OPSET} (GridSample), "
+                         f"the graph imports opset {graph.opset}; plugserve decompose converts it")
     detach(node)
     emit = Emitter(graph, node)
     i64 = emit.int64
@@ -168,7 +169,7 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     for level in range(levels):
         hw = emit("Gather", shapes, np.array(level, dtype=np.int64), axis=0)  # [2]
         start = emit("Gather", starts, i64(level), axis=0)  # [1]
-        end = emit("Add", start, emit("ReduceProd", hw, i64(0), keepdims=1))
+        end = emit("Add", start, emit.reduce("ReduceProd", hw, [0], keepdims=1))
         value_l = emit("Slice", value, start, end, i64(1))  # [N, H*W, M, D]
         value_l = emit("Transpose", value_l, perm=[0, 2, 3, 1])  # [N, M, D, H*W]
         value_l = emit("Reshape", value_l, emit("Concat", batch_heads, d, hw, axis=0))  # [N*M, D, H, W]
@@ -178,7 +179,7 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     stacked = emit("Concat", *samples, axis=-1)  # [N*M, D, Lq, L*P]
     weights = emit("Transpose", attention_weights, perm=[0, 2, 1, 3, 4])  # [N, M, Lq, L, P]
     weights = emit("Reshape", weights, emit("Concat", batch_heads, i64(1), lq, i64(-1), axis=0))
-    summed = emit("ReduceSum", emit("Mul", stacked, weights), i64(-1), keepdims=0)  # [N*M, D, Lq]
+    summed = emit.reduce("ReduceSum", emit("Mul", stacked, weights), [-1], keepdims=0)  # [N*M, D, Lq]
     summed = emit("Reshape", summed, emit("Concat", n, m, d, lq, axis=0))
     emit("Transpose", summed, perm=[0, 3, 1, 2], outputs=[output])
 

@@ -7,10 +7,12 @@ errors, and the server-side split read from Triton's statistics API over the sam
 what the harness itself can drive is flagged instead of being read as the server's.
 
 - stats.py     percentiles, stability, schedules, Triton's server-side split
-- load.py      senders in closed and open loop, windows, rounds, sweeps
+- load.py      senders in closed and open loop, windows, rounds, sweeps over sides (engines, the twin)
+- analyzer.py  NVIDIA's perf_analyzer as the other load engine, with the same steps and results
 - inputs.py    request inputs from the model's config and shape profiles
 - results.py   JSON/CSV files, the table, calibrations, the host
 - targets.py   the served model, and the in-process ONNX Runtime twin
+- plots.py     the report's figures: the shared figure helpers, the per-step latency breakdown
 - variants.py  scratch repositories: the calibration model, batching/instance variants
 - cli.py       the command line
 """

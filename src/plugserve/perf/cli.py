@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from plugserve import repository
+from plugserve.perf import analyzer
 from plugserve.perf.inputs import generate_inputs
-from plugserve.perf.load import StepResult, StepSettings, sweep
+from plugserve.perf.load import SenderSide, Side, StepResult, StepSettings, sweep
 from plugserve.perf.results import (
     CALIBRATION_MODEL,
     HARNESS_BOUND_SHARE,
@@ -33,13 +34,17 @@ from plugserve.perf.targets import TritonTarget, in_process_sender
 from plugserve.perf.variants import build_calibration_repository, build_variant_repository
 from plugserve.server import ServerError, TritonServer
 
+ENGINES = (analyzer.ENGINE, "python")
+SHARED_MEMORY = ("none", "system", "cuda")
+
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     target = parser.add_argument_group("target")
     target.add_argument("--model", help="model name in the repository (not needed with --calibrate)")
     target.add_argument("--url", help="a running server, host:port of its HTTP or gRPC endpoint; "
                                       "without it the harness starts tritonserver on --repository")
-    target.add_argument("--protocol", choices=("http", "grpc"), default="http")
+    target.add_argument("--protocol", choices=("http", "grpc"), default="http",
+                        help="tritonclient protocol (default: %(default)s)")
     target.add_argument("--repository", type=Path, default=Path("model_repository"), help="default: %(default)s")
     target.add_argument("--config", type=Path, default=Path("models.yaml"),
                         help="models.yaml, for --dynamic-batching/--instances variants (default: %(default)s)")
@@ -60,9 +65,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy|V1,V2",
                       help="input data: a .npy file (the whole request tensor) or values of one item")
     load.add_argument("--profile", type=int, default=0, help="shape profile whose opt point fills unset inputs")
-    load.add_argument("--shared-memory", choices=("none", "system"), default="none",
-                      help="pass inputs and outputs through system shared memory (default: %(default)s)")
-    load.add_argument("--seed", type=int, default=0)
+    load.add_argument("--shared-memory", choices=SHARED_MEMORY, default="none",
+                      help="pass inputs and outputs through system shared memory, or CUDA memory on the server's "
+                           "GPU (a client on the same host; the python engine needs cuda-python) (default: %(default)s)")
+    load.add_argument("--seed", type=int, default=0, help="seed of the generated inputs (default: %(default)s)")
     step = parser.add_argument_group("each step")
     step.add_argument("--warmup", type=float, default=1.0, help="seconds before measuring (default: %(default)s)")
     step.add_argument("--window", type=float, default=1.0, help="seconds per measurement window (default: %(default)s)")
@@ -79,6 +85,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
                            "alternate which goes first, so both see the machine's drift (default: %(default)s)")
     step.add_argument("--max-latency", type=float, help="stop the sweep after a step whose p99 exceeds this (ms)")
     run = parser.add_argument_group("run")
+    run.add_argument("--engine", choices=ENGINES,
+                     help="what sends the requests: NVIDIA's perf_analyzer (C++, the default where installed: "
+                          "`make perf-analyzer`) or this harness's Python senders")
+    run.add_argument("--cross-check", action="store_true",
+                     help="measure each step with the other engine too, in alternating rounds, and report the ratio")
     run.add_argument("--calibrate", action="store_true",
                      help="measure the harness ceiling against a trivial identity model on a server of its own")
     run.add_argument("--in-process", action="store_true",
@@ -127,8 +138,26 @@ def _check_arguments(args: argparse.Namespace) -> tuple[str, list[float], StepSe
     return mode, loads, settings
 
 
-def _runtime(repository_dir: Path, model: str) -> str:
-    """The runtime recorded in the newest version's manifest.json (the one Triton serves by default)."""
+def _engine(args: argparse.Namespace) -> str:
+    """The engine asked for, else perf_analyzer where installed; one line says why when it is not used."""
+    found = analyzer.find()
+    if args.cross_check and found is None:
+        raise ValueError("--cross-check needs perf_analyzer: install it with `make perf-analyzer` "
+                         f"or point ${analyzer.ENVIRONMENT_VARIABLE} at it")
+    if args.engine == analyzer.ENGINE and found is None:
+        raise ValueError("--engine perf_analyzer: not found (run `make perf-analyzer`)")
+    if args.engine is None and found is None:
+        print("bench: perf_analyzer not found (`make perf-analyzer` installs it); measuring with the Python sender")
+        return "python"
+    return args.engine or analyzer.ENGINE
+
+
+def _runtime(config: dict[str, Any], repository_dir: Path, model: str) -> str:
+    """The runtime the served config names (build writes it), else the one in the newest local
+    version's manifest.json: a server given by --url need not serve this machine's repository."""
+    named = config.get("parameters", {}).get(repository.RUNTIME_PARAMETER, {}).get("string_value")
+    if named:
+        return named
     served = repository.served_version_dir(repository_dir / model)
     manifest = served / repository.MANIFEST_NAME if served else None
     return json.loads(manifest.read_text()).get("runtime", "unknown") if manifest and manifest.is_file() else "unknown"
@@ -137,6 +166,7 @@ def _runtime(repository_dir: Path, model: str) -> str:
 def run_bench(args: argparse.Namespace) -> int:
     try:
         mode, loads, settings = _check_arguments(args)
+        args.engine = _engine(args)
         shapes = {name: [int(d) for d in dims.split(",")]
                   for name, dims in _assignments(args.shape, "--shape").items()}
         values = _assignments(args.input, "--input")
@@ -166,26 +196,45 @@ def run_bench(args: argparse.Namespace) -> int:
             target = TritonTarget(url, args.protocol, model)
             stack.callback(target.close)
             inputs = generate_inputs(target.config, args.batch_size, shapes, values, args.profile, args.seed)
-            target.prepare(inputs, shared_memory=args.shared_memory == "system")
+            target.prepare(inputs, shared_memory=args.shared_memory)
         except (ValueError, ServerError) as error:
             print(f"bench: {error}", file=sys.stderr)
             return 2
-        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir)
+        work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-analyzer-")))
+        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir)
     csv_path, json_path = write_results(run, args.results)
     print(f"\nwrote {csv_path} and {json_path}")
     return 0
 
 
+def _engine_side(engine: str, args: argparse.Namespace, target: TritonTarget, mode: str, settings: StepSettings,
+                 inputs: dict[str, np.ndarray], work_dir: Path) -> Side:
+    if engine == "python":
+        return SenderSide(target.make_sender, mode, settings, args.batch_size, target.statistics, args.arrivals,
+                          args.seed, args.workers)
+    binary = analyzer.find()
+    assert binary is not None, "_engine checked that perf_analyzer exists"
+    batched = int(target.config.get("max_batch_size", 0)) > 0
+    return analyzer.AnalyzerSide(
+        binary, target.url, target.protocol, target.model, mode, settings, args.batch_size,
+        analyzer.write_input_data(inputs, batched, work_dir / "input-data.json"), work_dir, args.shared_memory,
+        max(target.output_bytes.values()) if target.output_bytes else 0, args.arrivals, args.workers,
+        target.statistics)
+
+
 def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads: list[float],
                 settings: StepSettings, inputs: dict[str, np.ndarray], model: str, url: str,
-                repository_dir: Path) -> dict[str, Any]:
-    shared_memory = args.shared_memory == "system"
-    calibration = None if args.calibrate else latest_calibration(args.results, args.protocol, shared_memory)
+                repository_dir: Path, work_dir: Path) -> dict[str, Any]:
+    shared_memory = args.shared_memory
+    other = next(engine for engine in ENGINES if engine != args.engine)
+    calibration = None if args.calibrate else latest_calibration(args.results, args.protocol, shared_memory,
+                                                                 args.engine)
     config = target.config
     meta = {
-        "model": model, "calibrate": args.calibrate, "runtime": _runtime(repository_dir, model),
+        "model": model, "calibrate": args.calibrate, "runtime": _runtime(target.config, repository_dir, model),
         "protocol": args.protocol, "url": url, "mode": mode, "arrivals": args.arrivals if mode == "rate" else None,
         "loads": loads, "batch_size": args.batch_size, "shared_memory": shared_memory, "tag": args.tag,
+        "engine": args.engine, "cross_check": other if args.cross_check else None,
         "dynamic_batching": "dynamic_batching" in config, "max_batch_size": int(config.get("max_batch_size", 0)),
         "instance_count": sum(int(group.get("count", 1)) for group in config.get("instance_group", [])) or 1,
         "input_shapes": {name: list(array.shape) for name, array in inputs.items()},
@@ -196,7 +245,8 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
     ceiling = calibration["requests_per_s"] if calibration else None
     print(f"bench: {model} over {args.protocol} at {url} ({meta['runtime']}, batching "
           f"{'on' if meta['dynamic_batching'] else 'off'}, {meta['instance_count']} instance(s), inputs "
-          f"{meta['input_shapes']}{', system shared memory' if shared_memory else ''})")
+          f"{meta['input_shapes']}, shared memory {shared_memory}; measured by {args.engine}"
+          f"{', cross-checked by ' + other if args.cross_check else ''})")
     if args.calibrate:
         print("bench: calibrating: the best step of this run is the harness ceiling for this protocol")
     elif calibration:
@@ -209,30 +259,33 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
               f"p99 {step.p99_ms:.2f} ms, {step.errors} errors ({step.stopped} after {step.windows} windows)",
               flush=True)
 
-    local_sender = None
+    sides = {"served": _engine_side(args.engine, args, target, mode, settings, inputs, work_dir)}
+    if args.cross_check:
+        sides[other] = _engine_side(other, args, target, mode, settings, inputs, work_dir)
     if args.in_process:
         onnx_path = _served_onnx(repository_dir, model)
         print(f"bench: in-process ONNX Runtime on {onnx_path}, measured at each step beside the served model"
               + (f", {settings.rounds} rounds in alternating order" if settings.rounds > 1 else ""))
-        local_sender = in_process_sender(onnx_path, config, inputs)
+        sides["in-process"] = SenderSide(in_process_sender(onnx_path, config, inputs), mode, settings,
+                                         args.batch_size, engine="in-process")
 
-    def on_step(step: StepResult, twin_step: StepResult | None) -> None:
+    def on_step(steps: dict[str, StepResult]) -> None:
+        step = steps["served"]
         step.harness_bound = ceiling is not None and step.requests_per_s > HARNESS_BOUND_SHARE * ceiling
-        show(step, "served")
-        if twin_step is not None:
-            show(twin_step, "in-process")
+        for name, each in steps.items():
+            show(each, f"served by {each.engine}" if name != "in-process" else name)
 
-    result = sweep(target.make_sender, mode=mode, loads=loads, settings=settings, batch_size=args.batch_size,
-                   statistics=target.statistics, arrivals=args.arrivals, seed=args.seed, workers=args.workers,
-                   max_latency_ms=args.max_latency, twin=local_sender, on_step=on_step)
+    result = sweep(sides, loads=loads, rounds=settings.rounds, max_latency_ms=args.max_latency, on_step=on_step)
+    served = result.steps["served"]
     if result.end == "latency-cap":
-        print(f"bench: sweep stopped: p99 {result.steps[-1].p99_ms:.1f} ms is above --max-latency {args.max_latency} ms")
+        print(f"bench: sweep stopped: p99 {served[-1].p99_ms:.1f} ms is above --max-latency {args.max_latency} ms")
     meta["load_average_after"] = os.getloadavg()[0]
     print()
-    print(format_table(result.steps, result.twin_steps))
+    print(format_table(served, result.steps.get("in-process", []), result.steps.get(other, [])))
     return {"meta": meta, "calibration": calibration, "sweep_end": result.end,
-            "steps": [dataclasses.asdict(step) for step in result.steps],
-            "in_process": [dataclasses.asdict(step) for step in result.twin_steps]}
+            "steps": [dataclasses.asdict(step) for step in served],
+            "in_process": [dataclasses.asdict(step) for step in result.steps.get("in-process", [])],
+            "cross_check": [dataclasses.asdict(step) for step in result.steps.get(other, [])]}
 
 
 def _served_onnx(repository_dir: Path, model: str) -> Path:

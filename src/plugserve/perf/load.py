@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,6 +52,7 @@ class StepResult:
     server: dict[str, float] = dataclasses.field(default_factory=dict)
     harness_bound: bool = False
     round_throughputs: list[float] = dataclasses.field(default_factory=list)
+    engine: str = "python"  # what sent the requests and timed them: "python" (this harness) or "perf_analyzer"
 
 
 Sender = Callable[[], object]  # one request; its result is ignored, an exception is a counted error
@@ -197,49 +198,68 @@ def step_result(mode: str, load: float, rounds: Sequence[_Round], batch_size: in
     )
 
 
+class Side(Protocol):
+    """One thing a sweep measures at each load: a load engine against the served model, or the twin."""
+
+    def measure(self, load: float) -> Any:
+        """One round at this load (warm-up and windows)."""
+
+    def pool(self, load: float, rounds: Sequence[Any]) -> StepResult:
+        """The step from its rounds."""
+
+
+@dataclasses.dataclass
+class SenderSide:
+    """This harness's own senders (threads in this process) in closed or open loop."""
+    make_sender: SenderFactory
+    mode: str
+    settings: StepSettings
+    batch_size: int
+    statistics: Callable[[], dict[str, Any]] | None = None
+    arrivals: str = "constant"
+    seed: int = 0
+    workers: int = 16
+    engine: str = "python"
+
+    def measure(self, load: float) -> _Round:
+        recorder, stop = _Recorder(), threading.Event()
+        if self.mode == "concurrency":
+            threads = _closed_loop(self.make_sender, int(load), recorder, stop)
+        else:
+            threads = _open_loop(self.make_sender, float(load), self.arrivals, self.seed, self.workers, recorder, stop)
+        return measure_round(threads, recorder, stop, self.settings, self.batch_size, self.statistics)
+
+    def pool(self, load: float, rounds: Sequence[Any]) -> StepResult:
+        return dataclasses.replace(step_result(self.mode, load, rounds, self.batch_size), engine=self.engine)
+
+
 @dataclasses.dataclass
 class Sweep:
-    steps: list[StepResult]
-    twin_steps: list[StepResult]  # the twin's step at each load, when the sweep had a twin
-    end: str  # "done", or "latency-cap" when a step's p99 went over the cap
+    steps: dict[str, list[StepResult]]  # per side, its step at each load measured
+    end: str  # "done", or "latency-cap" when the first side's p99 went over the cap
 
 
-def sweep(make_sender: SenderFactory, *, mode: str, loads: Sequence[float], settings: StepSettings,
-          batch_size: int, statistics: Callable[[], dict[str, Any]] | None = None, arrivals: str = "constant",
-          seed: int = 0, workers: int = 16, max_latency_ms: float | None = None,
-          twin: SenderFactory | None = None,
-          on_step: Callable[[StepResult, StepResult | None], None] | None = None) -> Sweep:
-    """One step per load, each measured in `settings.rounds` rounds.
+def sweep(sides: dict[str, Side], *, loads: Sequence[float], rounds: int = 1, max_latency_ms: float | None = None,
+          on_step: Callable[[dict[str, StepResult]], None] | None = None) -> Sweep:
+    """One step per load for each side, each measured in `rounds` rounds; the first side leads.
 
-    A `twin` (the same model in this process) is measured at each load as well, each round
-    alternating which goes first: a shared machine's speed drifts over seconds to minutes, and
-    both sides of a served / in-process ratio should see the same drift.
+    The sides take turns within a round, and every other round in reverse order: a shared machine's
+    speed drifts over seconds to minutes, and both sides of a ratio (served / in-process, one engine
+    / the other) should see the same drift.
     """
-
-    def run_round(factory: SenderFactory, load: float, server: Callable[[], dict[str, Any]] | None) -> _Round:
-        recorder, stop = _Recorder(), threading.Event()
-        if mode == "concurrency":
-            threads = _closed_loop(factory, int(load), recorder, stop)
-        else:
-            threads = _open_loop(factory, float(load), arrivals, seed, workers, recorder, stop)
-        return measure_round(threads, recorder, stop, settings, batch_size, server)
-
-    result = Sweep([], [], "done")
+    result = Sweep({name: [] for name in sides}, "done")
+    order = list(sides)
     for load in loads:
-        served: list[_Round] = []
-        local: list[_Round] = []
-        turns = [(make_sender, statistics, served)] + ([(twin, None, local)] if twin is not None else [])
-        for index in range(settings.rounds):
-            for factory, server, rounds in turns[::-1] if index % 2 else turns:
-                rounds.append(run_round(factory, load, server))
-        step = step_result(mode, load, served, batch_size)
-        twin_step = step_result(mode, load, local, batch_size) if twin is not None else None
-        result.steps.append(step)
-        if twin_step is not None:
-            result.twin_steps.append(twin_step)
+        measured: dict[str, list[Any]] = {name: [] for name in sides}
+        for index in range(rounds):
+            for name in order[::-1] if index % 2 else order:
+                measured[name].append(sides[name].measure(load))
+        steps = {name: sides[name].pool(load, measured[name]) for name in order}
+        for name, step in steps.items():
+            result.steps[name].append(step)
         if on_step:
-            on_step(step, twin_step)
-        if max_latency_ms is not None and not step.p99_ms <= max_latency_ms:
+            on_step(steps)
+        if max_latency_ms is not None and not steps[order[0]].p99_ms <= max_latency_ms:
             result.end = "latency-cap"
             break
     return result

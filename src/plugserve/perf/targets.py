@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
@@ -34,14 +34,18 @@ class TritonTarget:
         self.output_names = [output["name"] for output in self.config.get("output", [])]
         self.inputs: dict[str, np.ndarray] = {}
         self.output_bytes: dict[str, int] | None = None
+        self.shared_memory = "none"
         self._lock = threading.Lock()
-        # Per sender index: input and output region arguments of `Client.infer_shared_memory`.
-        self._shm: dict[int, tuple[dict[str, Any], dict[str, Any]]] = {}
-        self._regions: list[tuple[str, Any]] = []
+        # Per sender index: input and output region arguments of `Client.infer_shared_memory`, and
+        # the registration of each region.
+        self._shm: dict[int, tuple[dict[str, Any], dict[str, Any], list[Callable[[Client], None]]]] = {}
+        self._regions: list[Any] = []
 
-    def prepare(self, inputs: dict[str, np.ndarray], *, shared_memory: bool) -> None:
+    def prepare(self, inputs: dict[str, np.ndarray], *, shared_memory: str = "none") -> None:
+        """Keep the inputs; with shared memory ("system" or "cuda") size the output regions from one probe request."""
         self.inputs = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
-        if shared_memory:
+        self.shared_memory = shared_memory
+        if shared_memory != "none":
             try:
                 outputs = self.control.infer(self.model, self.inputs, self.output_names)
             except Exception as error:
@@ -57,45 +61,71 @@ class TritonTarget:
                 return
             with self._lock:
                 if index not in self._shm:
-                    self._shm[index] = self._shared_memory(index, client, self.output_bytes)
-            shm_inputs, shm_outputs = self._shm[index]
-            yield lambda: client.infer_shared_memory(model, shm_inputs, shm_outputs)
+                    self._shm[index] = self._shared_memory(index, self.output_bytes)
+            shm_inputs, shm_outputs, registrations = self._shm[index]
+            # Registered for this round only: perf_analyzer, run between our rounds, unregisters
+            # every region of the server when it starts.
+            for register in registrations:
+                register(client)
+            try:
+                yield lambda: client.infer_shared_memory(model, shm_inputs, shm_outputs)
+            finally:
+                for region_name, *_ in [*shm_inputs.values(), *shm_outputs.values()]:
+                    client.unregister_shared_memory(region_name, self.shared_memory)
 
-    def _shared_memory(self, index: int, client: Any, output_bytes: dict[str, int]
-                       ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Regions for one sender index, kept across steps; registered by the sender's own client
-        (registration is server-wide, so `close` can unregister them through the control client)."""
+    def _shared_memory(self, index: int, output_bytes: dict[str, int]
+                       ) -> tuple[dict[str, Any], dict[str, Any], list[Callable[[Client], None]]]:
+        """Regions for one sender index, made once and kept across steps, and how to register each
+        with the server. CUDA regions live on device 0: the client shares the server's GPU (same host)."""
         from tritonclient.utils import np_to_triton_dtype
-        from tritonclient.utils import shared_memory as shm
+
+        module = _shared_memory_module(self.shared_memory)
+        registrations: list[Callable[[Client], None]] = []
 
         def region(kind: str, name: str, byte_size: int) -> tuple[str, Any]:
             # Unique per process and sender: two harnesses on one server must not share a region.
             region_name = f"plugserve_bench_{os.getpid()}_{index}_{kind}_{name}"
-            handle = shm.create_shared_memory_region(region_name, "/" + region_name, byte_size)
-            client.register_system_shared_memory(region_name, "/" + region_name, byte_size)
-            self._regions.append((region_name, handle))
+            if self.shared_memory == "cuda":
+                handle = module.create_shared_memory_region(region_name, byte_size, 0)
+                raw = module.get_raw_handle(handle)
+                registrations.append(lambda client: client.register_cuda_shared_memory(region_name, raw, 0, byte_size))
+            else:
+                handle = module.create_shared_memory_region(region_name, "/" + region_name, byte_size)
+                registrations.append(
+                    lambda client: client.register_system_shared_memory(region_name, "/" + region_name, byte_size))
+            self._regions.append(handle)
             return region_name, handle
 
         shm_inputs, shm_outputs = {}, {}
         for name, array in self.inputs.items():
             region_name, handle = region("in", name, array.nbytes)
-            shm.set_shared_memory_region(handle, [array])
+            module.set_shared_memory_region(handle, [array])
             shm_inputs[name] = (region_name, list(array.shape), np_to_triton_dtype(array.dtype), array.nbytes)
         for name, byte_size in output_bytes.items():
             shm_outputs[name] = (region("out", name, byte_size)[0], byte_size)
-        return shm_inputs, shm_outputs
+        return shm_inputs, shm_outputs, registrations
 
     def statistics(self) -> dict[str, Any]:
         return self.control.statistics(self.model)
 
     def close(self) -> None:
-        from tritonclient.utils import shared_memory as shm
-
-        for region_name, handle in self._regions:
-            self.control.unregister_system_shared_memory(region_name)
-            shm.destroy_shared_memory_region(handle)
+        if self._regions:
+            module = _shared_memory_module(self.shared_memory)
+            for handle in self._regions:
+                module.destroy_shared_memory_region(handle)
         self.control.close()
         self._regions, self._shm = [], {}
+
+
+def _shared_memory_module(kind: str) -> Any:
+    """tritonclient's helpers for system or CUDA shared memory (the CUDA ones need cuda-python)."""
+    if kind == "cuda":
+        from tritonclient.utils import cuda_shared_memory
+
+        return cuda_shared_memory
+    from tritonclient.utils import shared_memory
+
+    return shared_memory
 
 
 def in_process_sender(onnx_path: Path, config: dict[str, Any], inputs: dict[str, np.ndarray]) -> SenderFactory:

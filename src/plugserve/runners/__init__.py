@@ -7,7 +7,8 @@ and launcher_paths.py. The onnxruntime runner needs nothing else, so its version
 any tritonserver whose Python has numpy and onnxruntime; the torch runner also needs plugserve, for
 the ops its program calls (torch_program.py).
 
-This package is the bottom layer of plugserve: it imports nothing of plugserve but itself.
+contract.py, launcher_paths.py and this file are the bottom layer of plugserve: they import nothing of
+plugserve. torch_program.py and torch_runner.py sit above the ops (see plugserve/__init__.py).
 """
 
 from __future__ import annotations
