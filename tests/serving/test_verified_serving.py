@@ -128,7 +128,7 @@ def test_shared_memory_registration_needs_the_admin_key_unless_allowed(two_versi
         with TritonServer(two_versions, allow_shared_memory=True) as server:
             client = Client(server.http_url if protocol == "http" else server.grpc_url, protocol)
             client.register_system_shared_memory(region, "/" + region, 64)
-            client.unregister_system_shared_memory(region)
+            client.unregister_shared_memory(region)
     finally:
         shm.destroy_shared_memory_region(handle)
 
