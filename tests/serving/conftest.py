@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +14,7 @@ import yaml
 
 from plugserve import build, config, native
 from plugserve.client import Client
-from plugserve.server import TritonServer
+from plugserve.server import TritonServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Beside each model, with the library built, its decomposed build under this suffix: native and
@@ -62,3 +66,26 @@ def client(request, server):
     url = server.http_url if request.param == "http" else server.grpc_url
     with Client(url, request.param) as connected:
         yield connected
+
+
+@pytest.fixture()
+def serve_command():
+    """`serve_command(repository)`: a context manager running `plugserve serve` (see `_serve_command`)."""
+    return _serve_command
+
+
+@contextlib.contextmanager
+def _serve_command(repository: Path) -> Iterator[tuple[subprocess.Popen, list[int]]]:
+    """`plugserve serve` on free ports as a user starts it: the process (stdout and stderr merged, as
+    text) and its http, grpc and metrics ports; killed on the way out if the test left it running."""
+    ports = [free_port(), free_port(), free_port()]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "plugserve.cli", "serve", "--repository", str(repository),
+         "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        yield process, ports
+    finally:
+        if process.poll() is None:
+            process.kill()

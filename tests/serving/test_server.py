@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -49,14 +47,8 @@ def test_a_busy_port_is_named_before_anything_starts(tiny_repository):
         TritonServer(tiny_repository, http_port=running.http_port).start()
 
 
-def test_the_serve_command_runs_until_interrupted_and_then_stops_cleanly(tiny_repository):
-    ports = [free_port(), free_port(), free_port()]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plugserve.cli", "serve", "--repository", str(tiny_repository),
-         "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
+def test_the_serve_command_runs_until_interrupted_and_then_stops_cleanly(tiny_repository, serve_command):
+    with serve_command(tiny_repository) as (process, ports):
         line = process.stdout.readline()
         assert line.startswith("serve: server log "), line
         line = process.stdout.readline()
@@ -65,8 +57,5 @@ def test_the_serve_command_runs_until_interrupted_and_then_stops_cleanly(tiny_re
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert "serve: stopped" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
     time.sleep(0.1)
     assert not any(_port_busy(port) for port in ports)

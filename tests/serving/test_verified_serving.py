@@ -8,8 +8,6 @@ import json
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -147,15 +145,9 @@ def test_keep_never_removes_a_version_the_running_server_loaded(tiny_models_yaml
     assert "--keep 1 removed tiny version(s) [1, 2]" in said[-2]
 
 
-def test_the_serve_command_prints_its_log_path_and_keeps_the_log_after_stop(two_versions):
-    ports = [free_port(), free_port(), free_port()]
+def test_the_serve_command_prints_its_log_path_and_keeps_the_log_after_stop(two_versions, serve_command):
     BREAKAGES["no manifest"](two_versions / "tiny" / "2")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "plugserve.cli", "serve", "--repository", str(two_versions),
-         "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    try:
+    with serve_command(two_versions) as (process, ports):
         first = process.stdout.readline()
         assert first.startswith("serve: server log "), first
         log = first.removeprefix("serve: server log ").strip()
@@ -165,9 +157,6 @@ def test_the_serve_command_prints_its_log_path_and_keeps_the_log_after_stop(two_
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
         assert f"server log kept at {log}" in process.stdout.read()
-    finally:
-        if process.poll() is None:
-            process.kill()
     assert "successfully loaded 'tiny'" in Path(log).read_text()
 
 
