@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from plugserve import console
+from plugserve import __version__, console, native, server
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("plugserve.export", "export a model from its checkpoint to ONNX"),
@@ -82,8 +82,6 @@ def _message(error: BaseException) -> str:
 
 def versions() -> str:
     """`plugserve --version`: the package and what it runs on, each line found or why not."""
-    from plugserve import __version__, native, server
-
     lines = [f"plugserve {__version__}"]
     try:
         lines.append(f"libplugserve.so {native.version()} at {native.library_path()} ({native.build_info()})")
