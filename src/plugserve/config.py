@@ -77,8 +77,11 @@ class Budget:
 
 @dataclass(frozen=True)
 class InstanceGroup:
-    count: int
+    count: int  # instances per GPU listed in `gpus`, as Triton counts them
     kind: str
+    # KIND_GPU only: the CUDA device ids (as the server process sees them) each get `count` instances;
+    # None (models.yaml `gpus: all` or no `gpus`) leaves the field out: Triton's default, every GPU.
+    gpus: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -449,7 +452,16 @@ def _parse_batching(reader: _Reader, value: Any, path: str, max_batch_size: int)
 
 def _parse_instance_group(reader: _Reader, value: Any, path: str) -> InstanceGroup:
     group = reader.mapping(value, path)
-    reader.no_unknown(group, ("count", "kind"), path)
+    reader.no_unknown(group, ("count", "kind", "gpus"), path)
     count = reader.integer(reader.field(group, "count", path, 1), f"{path}.count", 1)
     kind = reader.string(reader.field(group, "kind", path, "KIND_CPU"), f"{path}.kind", INSTANCE_KINDS)
-    return InstanceGroup(count, kind)
+    value = group.get("gpus")
+    if value is None or value == "all":
+        gpus = None
+    else:
+        gpus = reader.integers(value, f"{path}.gpus", minimum=0)
+        if not gpus or len(set(gpus)) != len(gpus):
+            raise reader.fail(f"{path}.gpus", f"expected `all` or a non-empty list of distinct GPU ids, got {value!r}")
+    if "gpus" in group and kind != "KIND_GPU":
+        raise reader.fail(f"{path}.gpus", f"applies to kind KIND_GPU only, this group's kind is {kind}")
+    return InstanceGroup(count, kind, gpus)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from plugserve.perf.gpus import describe_split
 from plugserve.perf.plots import new_figure, plot_breakdown, save_figure
 from plugserve.perf.results import HARNESS_BOUND_SHARE, RESULTS_DIR, memory_mode, round_ratios
 
@@ -213,6 +214,8 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list
 def steps_table(run: dict[str, Any]) -> list[str]:
     header = ["load", "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "mean ms", "errors", "queue us",
               "compute in us", "infer us", "compute out us", "avg batch", "stopped", "flag"]
+    # Runs sampled by NVML (plugserve bench with nvidia-ml-py on a GPU host) show each GPU's share.
+    with_gpus = any(step.get("gpus") for step in run["steps"])
     rows = []
     for step in run["steps"]:
         server = step.get("server", {})
@@ -220,8 +223,8 @@ def steps_table(run: dict[str, Any]) -> list[str]:
                      step["p99_ms"], step["mean_ms"], step["errors"], server.get("server_queue_us"),
                      server.get("server_compute_input_us"), server.get("server_compute_infer_us"),
                      server.get("server_compute_output_us"), server.get("server_avg_batch"), step["stopped"],
-                     ", ".join(step_flags(run, step))])
-    return markdown_table(header, rows)
+                     ", ".join(step_flags(run, step))] + ([describe_split(step.get("gpus", []))] if with_gpus else []))
+    return markdown_table(header + (["GPUs (util, memory)"] if with_gpus else []), rows)
 
 
 def step_flags(run: dict[str, Any], step: dict[str, Any]) -> list[str]:

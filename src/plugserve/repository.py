@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plugserve.config import ModelSpec
+from plugserve.config import InstanceGroup, ModelSpec
 from plugserve.runners import contract
 
 CONFIG_NAME = "config.pbtxt"
@@ -83,6 +83,14 @@ def runner_spec(spec: ModelSpec) -> dict[str, Any]:
     return found
 
 
+def instance_group(group: InstanceGroup, kind: str) -> dict[str, Any]:
+    """One config.pbtxt instance_group; `gpus` only when models.yaml lists them (absent: every GPU)."""
+    entry: dict[str, Any] = {"count": group.count, "kind": kind}
+    if group.gpus is not None:
+        entry["gpus"] = list(group.gpus)
+    return entry
+
+
 def config_dict(
     spec: ModelSpec,
     backend: str,
@@ -104,7 +112,7 @@ def config_dict(
         "max_batch_size": spec.max_batch_size,
         "input": tensors(spec.inputs),
         "output": tensors(spec.outputs),
-        "instance_group": [{"count": g.count, "kind": g.kind} for g in spec.instance_groups],
+        "instance_group": [instance_group(g, g.kind) for g in spec.instance_groups],
         "version_policy": dict(spec.version_policy),
         "parameters": {key: {"string_value": value} for key, value in (parameters or {}).items()},
     }

@@ -70,6 +70,16 @@ def test_a_profile_bounds_full_shapes_for_images_and_values_for_shape_tensors():
          "models.deformable_encoder.profiles[0].image.max: batch 9 exceeds max_batch_size 4"),
         (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(kind="KIND_TPU"),
          "models.deformable_encoder.instance_groups[0].kind: expected one of KIND_CPU"),
+        (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(gpus=[0]),
+         "models.deformable_encoder.instance_groups[0].gpus: applies to kind KIND_GPU only"),
+        (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(kind="KIND_GPU", gpus=[0, -1]),
+         "models.deformable_encoder.instance_groups[0].gpus: expected integers >= 0"),
+        (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(kind="KIND_GPU", gpus=[1, 1]),
+         "models.deformable_encoder.instance_groups[0].gpus: expected `all` or a non-empty list of distinct"),
+        (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(kind="KIND_GPU", gpus=[]),
+         "models.deformable_encoder.instance_groups[0].gpus: expected `all` or a non-empty list of distinct"),
+        (lambda t: t["models"]["deformable_encoder"]["instance_groups"][0].update(kind="KIND_GPU", gpus="0,1"),
+         "models.deformable_encoder.instance_groups[0].gpus: expected a list of integers"),
         (lambda t: t["models"]["deformable_encoder"]["source"].update(onnx="model.onnx"),
          "models.deformable_encoder.source: expected exactly one of 'model'"),
         (lambda t: t["models"]["deformable_encoder"].update(batching=True),
@@ -120,3 +130,12 @@ def test_float_inputs_reject_non_finite_values_unless_told_and_the_version_polic
     entry["inputs"][1]["reject_non_finite"] = True
     with pytest.raises(ConfigError, match=r"inputs\[1\].reject_non_finite: applies to float inputs only"):
         parse(tree)
+
+
+def test_gpu_instance_groups_list_their_gpus_or_take_every_gpu(tree):
+    entry = tree["models"]["deformable_encoder"]
+    entry["instance_groups"] = [{"count": 2, "kind": "KIND_GPU", "gpus": [0, 1]},
+                                {"count": 1, "kind": "KIND_GPU", "gpus": "all"}, {"kind": "KIND_GPU"}]
+    groups = parse(tree)["deformable_encoder"].instance_groups
+    assert groups == (config.InstanceGroup(2, "KIND_GPU", (0, 1)), config.InstanceGroup(1, "KIND_GPU"),
+                      config.InstanceGroup(1, "KIND_GPU"))

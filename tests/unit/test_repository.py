@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -50,6 +51,15 @@ def test_a_lowering_can_replace_top_level_fields_and_the_schema_still_checks_the
         repository.to_message(repository.config_dict(spec, "python", updates={"instance_group": [{"kind": "GPU"}]}))
     with pytest.raises(ValueError, match="does not fit Triton's schema"):
         repository.to_message(repository.config_dict(spec, "python", updates={"max_batch": 4}))
+
+
+def test_listed_gpus_reach_config_pbtxt_and_every_gpu_leaves_the_field_out(specs, tmp_path):
+    groups = (config.InstanceGroup(2, "KIND_GPU", (0, 1)), config.InstanceGroup(1, "KIND_GPU"))
+    spec = dataclasses.replace(specs["deformable_encoder"], instance_groups=groups)
+    message = repository.read_config(repository.write_config(repository.config_dict(spec, "python"),
+                                                             tmp_path / "config.pbtxt"))
+    assert [(g.count, list(g.gpus)) for g in message.instance_group] == [(2, [0, 1]), (1, [])]
+    assert "gpus: 0" in (tmp_path / "config.pbtxt").read_text()
 
 
 def test_the_manifest_records_the_sha256_of_every_artifact_and_of_the_config(tmp_path):

@@ -352,6 +352,15 @@ def test_tensorrt_config_round_trips_through_tritons_schema(specs, tmp_path):
     assert np.fromfile(tmp_path / "warmup" / "v7_profile0_size", dtype=np.int64).tolist() == [256, 256]
 
 
+def test_tensorrt_instances_run_on_the_gpus_models_yaml_lists(specs):
+    spec = replace(specs["super_resolution"], instance_groups=(config.InstanceGroup(1, "KIND_GPU", (1, 3)),
+                                                               config.InstanceGroup(2, "KIND_CPU")))
+    message = repository.to_message(repository.config_dict(
+        spec, "tensorrt", None, tensorrt_lowering.config_updates(spec, spec.tensorrt, [])))
+    gpu = message.instance_group[0].KIND_GPU
+    assert [(g.count, g.kind, list(g.gpus)) for g in message.instance_group] == [(1, gpu, [1, 3]), (2, gpu, [])]
+
+
 def test_cuda_graphs_are_configured_per_profile_and_refused_with_shape_tensors(specs):
     encoder = specs["deformable_encoder"]
     settings = replace(encoder.tensorrt, cuda_graphs=True)

@@ -140,3 +140,20 @@ def test_a_profile_below_what_the_exported_program_accepts_stops_the_build_namin
     with pytest.raises(ConfigError, match=r"profiles\[0\]\.image\.min: dimension 2 is 64, .* accepts 65 or more"):
         build_model(spec, tmp_path)
     assert not any(tmp_path.iterdir())
+
+
+def test_each_instance_runs_on_the_gpu_triton_assigns_it_and_makes_that_gpu_current():
+    # model_instance_device_id comes from the instance group's `gpus`, one instance per listed GPU.
+    assert torch_program.instance_device("GPU", "1") == torch.device("cuda", 1)
+    assert torch_program.instance_device("GPU", 0) == torch.device("cuda", 0)
+    assert torch_program.instance_device("CPU", "0") == torch.device("cpu")
+    scope = torch_program.device_scope(torch.device("cuda", 3))
+    assert isinstance(scope, torch.cuda.device) and scope.idx == 3
+    assert not isinstance(torch_program.device_scope(torch.device("cpu")), torch.cuda.device)
+
+
+def test_listed_gpus_reach_the_served_config_of_a_torch_model(checkpoint_dir, tmp_path):
+    spec = sr_spec(checkpoint_dir, precisions=["fp32"],
+                   instance_groups=[{"count": 1, "kind": "KIND_GPU", "gpus": [0, 1]}])
+    message = repository.read_config(build_model(spec, tmp_path).path.parent / repository.CONFIG_NAME)
+    assert [(g.count, list(g.gpus)) for g in message.instance_group] == [(1, [0, 1])]

@@ -111,8 +111,8 @@ def config_updates(
             }
             for t in spec.inputs
         ],
-        # An engine runs on a GPU only: models.yaml's instance counts, on GPUs.
-        "instance_group": [{"count": g.count, "kind": "KIND_GPU"} for g in spec.instance_groups],
+        # An engine runs on a GPU only: models.yaml's instance counts, on GPUs (the listed ones, if any).
+        "instance_group": [repository.instance_group(g, "KIND_GPU") for g in spec.instance_groups],
         "model_warmup": warmup,
     }
     if settings.cuda_graphs:

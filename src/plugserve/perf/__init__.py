@@ -9,6 +9,7 @@ what the harness itself can drive is flagged instead of being read as the server
 - stats.py     percentiles, stability, schedules, Triton's server-side split
 - load.py      senders in closed and open loop, windows, rounds, sweeps over sides (engines, the twin)
 - analyzer.py  NVIDIA's perf_analyzer as the other load engine, with the same steps and results
+- gpus.py      per-GPU utilisation and memory over the measured windows, through NVML
 - inputs.py    request inputs from the model's config and shape profiles
 - results.py   JSON/CSV files, the table, calibrations, the host
 - targets.py   the served model, and the in-process ONNX Runtime twin

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from plugserve.perf.gpus import gpu_split, pool_gpus
 from plugserve.perf.load import StepResult, StepSettings
 from plugserve.perf.stats import server_split
 
@@ -132,7 +133,8 @@ class AnalyzerSide:
             row = next(csv.DictReader(handle))
         requests = int(_after(output, "Client:", r"Request count: (\d+)"))
         throughput = float(row["Inferences/Second"])
-        split = server_split([(before, after)]) if before is not None and after is not None else {}
+        windows = [(before, after)] if before is not None and after is not None else []
+        split = server_split(windows) if windows else {}
         split.update({key: float(row[column]) for column, key in _SERVER_COLUMNS.items() if column in row})
         duration = requests * self.batch_size / throughput if throughput else 0.0
         return StepResult(
@@ -142,7 +144,7 @@ class AnalyzerSide:
             p50_ms=float(row["p50 latency"]) / 1000, p90_ms=float(row["p90 latency"]) / 1000,
             p95_ms=float(row["p95 latency"]) / 1000, p99_ms=float(row["p99 latency"]) / 1000,
             mean_ms=_after(output, "Client:", r"Avg latency: (\d+) usec") / 1000, server=split,
-            round_throughputs=[throughput], engine=ENGINE)
+            round_throughputs=[throughput], engine=ENGINE, gpus=gpu_split(windows))
 
     def pool(self, load: float, rounds: Sequence[StepResult]) -> StepResult:
         """Rounds pooled as their requests over their summed time; percentiles are the rounds' own
@@ -166,7 +168,7 @@ class AnalyzerSide:
             throughput=requests * self.batch_size / duration if duration else 0.0,
             p50_ms=weighted("p50_ms"), p90_ms=weighted("p90_ms"), p95_ms=weighted("p95_ms"), p99_ms=weighted("p99_ms"),
             mean_ms=weighted("mean_ms"), server={key: weighted_server(rounds, key, weights) for key in keys},
-            round_throughputs=[s.throughput for s in rounds])
+            round_throughputs=[s.throughput for s in rounds], gpus=pool_gpus([s.gpus for s in rounds]))
 
 
 def weighted_server(rounds: Sequence[StepResult], key: str, weights: Sequence[int]) -> float:

@@ -18,6 +18,7 @@ import numpy as np
 
 from plugserve import repository
 from plugserve.perf import analyzer
+from plugserve.perf.gpus import GpuSampler
 from plugserve.perf.inputs import generate_inputs
 from plugserve.perf.load import SenderSide, Side, StepResult, StepSettings, sweep
 from plugserve.perf.results import (
@@ -201,16 +202,23 @@ def run_bench(args: argparse.Namespace) -> int:
             print(f"bench: {error}", file=sys.stderr)
             return 2
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-analyzer-")))
-        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir)
+        # This host's GPUs: the server's own when the bench starts it or --url names a local one.
+        sampler = stack.enter_context(GpuSampler())
+        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir,
+                          sampler)
     csv_path, json_path = write_results(run, args.results)
     print(f"\nwrote {csv_path} and {json_path}")
     return 0
 
 
 def _engine_side(engine: str, args: argparse.Namespace, target: TritonTarget, mode: str, settings: StepSettings,
-                 inputs: dict[str, np.ndarray], work_dir: Path) -> Side:
+                 inputs: dict[str, np.ndarray], work_dir: Path, sampler: GpuSampler) -> Side:
+    def statistics() -> dict[str, Any]:
+        # Triton's counters and the GPUs' totals, read together at each end of a measured window.
+        return {**target.statistics(), **sampler.snapshot()}
+
     if engine == "python":
-        return SenderSide(target.make_sender, mode, settings, args.batch_size, target.statistics, args.arrivals,
+        return SenderSide(target.make_sender, mode, settings, args.batch_size, statistics, args.arrivals,
                           args.seed, args.workers)
     binary = analyzer.find()
     assert binary is not None, "_engine checked that perf_analyzer exists"
@@ -219,12 +227,12 @@ def _engine_side(engine: str, args: argparse.Namespace, target: TritonTarget, mo
         binary, target.url, target.protocol, target.model, mode, settings, args.batch_size,
         analyzer.write_input_data(inputs, batched, work_dir / "input-data.json"), work_dir, args.shared_memory,
         max(target.output_bytes.values()) if target.output_bytes else 0, args.arrivals, args.workers,
-        target.statistics)
+        statistics)
 
 
 def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads: list[float],
                 settings: StepSettings, inputs: dict[str, np.ndarray], model: str, url: str,
-                repository_dir: Path, work_dir: Path) -> dict[str, Any]:
+                repository_dir: Path, work_dir: Path, sampler: GpuSampler) -> dict[str, Any]:
     shared_memory = args.shared_memory
     other = next(engine for engine in ENGINES if engine != args.engine)
     calibration = None if args.calibrate else latest_calibration(args.results, args.protocol, shared_memory,
@@ -241,12 +249,14 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
         "settings": dataclasses.asdict(settings), "started": time.time(), "host": host_description(),
         # A shared machine's other work competes with server and harness alike: say how busy it was.
         "load_average_before": os.getloadavg()[0],
+        "gpu_monitor": sampler.describe(),
     }
     ceiling = calibration["requests_per_s"] if calibration else None
     print(f"bench: {model} over {args.protocol} at {url} ({meta['runtime']}, batching "
           f"{'on' if meta['dynamic_batching'] else 'off'}, {meta['instance_count']} instance(s), inputs "
           f"{meta['input_shapes']}, shared memory {shared_memory}; measured by {args.engine}"
           f"{', cross-checked by ' + other if args.cross_check else ''})")
+    print(f"bench: GPUs: {meta['gpu_monitor']}")
     if args.calibrate:
         print("bench: calibrating: the best step of this run is the harness ceiling for this protocol")
     elif calibration:
@@ -259,9 +269,9 @@ def _run_sweeps(args: argparse.Namespace, target: TritonTarget, mode: str, loads
               f"p99 {step.p99_ms:.2f} ms, {step.errors} errors ({step.stopped} after {step.windows} windows)",
               flush=True)
 
-    sides = {"served": _engine_side(args.engine, args, target, mode, settings, inputs, work_dir)}
+    sides = {"served": _engine_side(args.engine, args, target, mode, settings, inputs, work_dir, sampler)}
     if args.cross_check:
-        sides[other] = _engine_side(other, args, target, mode, settings, inputs, work_dir)
+        sides[other] = _engine_side(other, args, target, mode, settings, inputs, work_dir, sampler)
     if args.in_process:
         onnx_path = _served_onnx(repository_dir, model)
         print(f"bench: in-process ONNX Runtime on {onnx_path}, measured at each step beside the served model"

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from plugserve.perf.gpus import gpu_split
 from plugserve.perf.stats import arrival_times, latency_summary, relative_spread, server_split
 
 
@@ -53,6 +54,8 @@ class StepResult:
     harness_bound: bool = False
     round_throughputs: list[float] = dataclasses.field(default_factory=list)
     engine: str = "python"  # what sent the requests and timed them: "python" (this harness) or "perf_analyzer"
+    # Per GPU over the measured windows (gpus.gpu_split): mean utilisation and memory; [] without NVML.
+    gpus: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
 
 Sender = Callable[[], object]  # one request; its result is ignored, an exception is a counted error
@@ -193,6 +196,7 @@ def step_result(mode: str, load: float, rounds: Sequence[_Round], batch_size: in
         mean_ms=summary["mean_ms"],
         send_delay_ms=float(np.mean(delays)) if delays else math.nan,
         server=server_split(windows) if windows else {},
+        gpus=gpu_split(windows),
         round_throughputs=[sum(r[3] is None for r in round_.records) * batch_size / round_.duration_s
                            for round_ in rounds],
     )

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from plugserve.perf.gpus import describe_split
 from plugserve.perf.load import StepResult
 
 # The project's bench/results, found from this file (src/plugserve/perf/ in a checkout), not the
@@ -30,8 +31,12 @@ def _flat_row(run: dict[str, Any], step: dict[str, Any]) -> dict[str, Any]:
     row = {key: run["meta"].get(key) for key in ("model", "runtime", "protocol", "tag", "dynamic_batching",
                                                  "instance_count", "batch_size", "shared_memory")}
     row.update({key: value for key, value in step.items() if key not in ("server", "window_throughputs",
-                                                                           "round_throughputs", "error_messages")})
+                                                                           "round_throughputs", "error_messages",
+                                                                           "gpus")})
     row.update(step["server"])
+    for device in step.get("gpus", []):
+        for key in ("utilization_percent", "memory_used_mib", "memory_total_mib"):
+            row[f"gpu{device['index']}_{key}"] = device[key]
     row["error_messages"] = " | ".join(step["error_messages"])
     return row
 
@@ -98,6 +103,8 @@ def format_table(steps: Sequence[StepResult], in_process: Sequence[StepResult] =
         if checked is not None and checked.throughput:
             notes.append(f"{step.throughput / checked.throughput:.2f}x {checked.engine} ({checked.throughput:.1f}/s, "
                          f"p50 {checked.p50_ms:.2f} ms)")
+        if step.gpus:
+            notes.append(describe_split(step.gpus))
         if step.errors:
             notes.append(step.error_messages[0][:60])
         server = step.server

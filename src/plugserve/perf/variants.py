@@ -66,6 +66,7 @@ def build_variant_repository(config_path: Path, source_repository: Path, model: 
         batching = spec.dynamic_batching or config.DynamicBatching((), 0)
         changes["dynamic_batching"] = batching if dynamic_batching else None
     if instances is not None:
-        changes["instance_groups"] = (config.InstanceGroup(instances, spec.instance_groups[0].kind),)
+        # The first group's kind and GPUs, with the count asked for.
+        changes["instance_groups"] = (dataclasses.replace(spec.instance_groups[0], count=instances),)
     build_model(dataclasses.replace(spec, **changes), into)
     return into

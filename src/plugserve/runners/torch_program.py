@@ -7,6 +7,7 @@ runs batches eagerly, through CUDA graphs captured per input shape, or through t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,18 @@ def describe_failure(error: Exception, input_names: list[str]) -> str:
     return f"PyTorch failed: {message}"
 
 
+def instance_device(kind: str, device_id: int | str) -> torch.device:
+    """The device of a Triton model instance: `cuda:<model_instance_device_id>` for a GPU instance
+    (the id Triton assigns from the instance group's `gpus`), the CPU otherwise."""
+    return torch.device("cuda", int(device_id)) if kind == "GPU" else torch.device("cpu")
+
+
+def device_scope(device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    """`device` as CUDA's current device, for the calls that take it from there rather than from a
+    tensor: new streams, graph capture and its memory pool, the caching allocator's workspaces."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 class _GraphCache:
     """One CUDA graph per input signature, replayed on copies of the inputs into static buffers.
 
@@ -49,6 +62,8 @@ class _GraphCache:
         self.module = module
         self.device = device
         self.max_graphs = max_graphs
+        # Only an id: the pool itself is made on the device current at the first capture, which
+        # Program.__call__ makes this instance's.
         self.pool = torch.cuda.graph_pool_handle()
         self.graphs: dict[tuple, tuple[Any, list[torch.Tensor], tuple[torch.Tensor, ...]]] = {}
         self.disabled: str | None = None  # why capture is off for this instance, once it failed
@@ -141,7 +156,9 @@ class Program:
     def __call__(self, inputs: list[torch.Tensor], host: list[bool]) -> tuple[torch.Tensor, ...]:
         """Run one batch; `host[i]` keeps input i on the CPU (shape tensors the ops read on the host)."""
         args = [t if on_host else t.to(self.device, non_blocking=True) for t, on_host in zip(inputs, host, strict=True)]
-        with torch.inference_mode():
+        # Under this instance's device, so that what PyTorch places by the current device (graph
+        # capture, its pool, side streams' work, cuBLAS/cuDNN workspaces) stays on it as well.
+        with torch.inference_mode(), device_scope(self.device):
             if self._graphs is not None:
                 return self._graphs(args)
             return tuple(self.module(*args))

@@ -43,11 +43,10 @@ class TritonPythonModel:
         self.batching = contract.batching(self.spec)
         self.inputs = self.spec["inputs"]
         self.output_names = contract.output_names(self.spec)
-        if args["model_instance_kind"] == "GPU":
-            device = torch.device("cuda", int(args["model_instance_device_id"]))
+        device = torch_program.instance_device(args["model_instance_kind"], args["model_instance_device_id"])
+        if device.type == "cuda":
+            # Each instance is its own stub process: its default device is the one Triton gave it.
             torch.cuda.set_device(device)
-        else:
-            device = torch.device("cpu")
         path = os.path.join(args["model_repository"], args["model_version"], options["program"])
         self.program = torch_program.Program(path, device, ops=options["ops"], acceleration=options["acceleration"],
                                              max_graphs=options["max_graphs"])
