@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import json
 from typing import Any, NamedTuple
 
@@ -75,6 +76,15 @@ def elements(shape_: tuple[int, ...] | list[int]) -> int:
     return count
 
 
+def _first_ordinary(spec: dict[str, Any]) -> str:
+    """The input whose first axis is the batch: the first one that is not a shape tensor."""
+    return next(t["name"] for t in spec["inputs"] if not t["shape_tensor"])
+
+
+def _profile_limits(spec: dict[str, Any], name: str) -> str:
+    return "; ".join(f"min {shape(p[name]['min'])} max {shape(p[name]['max'])}" for p in spec["profiles"])
+
+
 def _item_dims(spec: dict[str, Any], tensor: dict[str, Any]) -> list[tuple[int, int]]:
     """Per axis of an ordinary input's full shape, the smallest and largest size any profile allows."""
     profiles = [p[tensor["name"]] for p in spec["profiles"]]
@@ -108,14 +118,26 @@ def check_shapes(spec: dict[str, Any], shapes: dict[str, tuple[int, ...]]) -> No
             continue
         for axis, (size, (lo, hi)) in enumerate(zip(got, _item_dims(spec, tensor), strict=True)):
             if not lo <= size <= hi:
-                limits = "; ".join(f"min {shape(p[name]['min'])} max {shape(p[name]['max'])}" for p in spec["profiles"])
-                raise RequestError(f"input '{name}': shape {shape(got)} is outside the model's profiles ({limits}),"
-                                   f" axis {axis}")
+                raise RequestError(f"input '{name}': shape {shape(got)} is outside the model's profiles "
+                                   f"({_profile_limits(spec, name)}), axis {axis}")
     items = batch_size(spec, shapes)
     for tensor in spec["inputs"]:
         if tensor["shape_tensor"] and batched and tuple(shapes[tensor["name"]]) != (items, tensor["dims"][0]):
             raise RequestError(f"input '{tensor['name']}': expected shape {shape((items, tensor['dims'][0]))} "
                                f"(one row per item of the batch), got {shape(shapes[tensor['name']])}")
+
+
+def header_checked(spec: dict[str, Any], get: Any) -> dict[str, Any]:
+    """A request's input tensors, by name, once `check_shapes` passed on their headers; `get(name)`
+    is the backend's lookup (pb_utils.get_input_tensor_by_name), returning an object with `shape()` or None."""
+    tensors = {}
+    for tensor in spec["inputs"]:
+        found = get(tensor["name"])
+        if found is None:
+            raise RequestError(f"missing input '{tensor['name']}'")
+        tensors[tensor["name"]] = found
+    check_shapes(spec, {name: tuple(found.shape()) for name, found in tensors.items()})
+    return tensors
 
 
 def check_input(spec: dict[str, Any], tensor: dict[str, Any], got: Received) -> tuple[int, ...]:
@@ -162,8 +184,8 @@ def check_request(spec: dict[str, Any], inputs: dict[str, Received]) -> dict[str
         name = tensor["name"]
         if not any(_fits(profile[name], bounds[name]) for profile in profiles):
             what = "requested output size" if tensor["shape_tensor"] else "shape"
-            limits = "; ".join(f"min {shape(p[name]['min'])} max {shape(p[name]['max'])}" for p in profiles)
-            raise RequestError(f"input '{name}': {what} {shape(bounds[name])} is outside the model's profiles ({limits})")
+            raise RequestError(f"input '{name}': {what} {shape(bounds[name])} is outside the model's profiles "
+                               f"({_profile_limits(spec, name)})")
     raise RequestError("the inputs fit no single shape profile together: "
                        + ", ".join(f"{name} {shape(got)}" for name, got in bounds.items()))
 
@@ -201,7 +223,7 @@ def batches(spec: dict[str, Any], checked: list[tuple[int, dict[str, tuple[int, 
     its profile's largest batch and the model's budget per batch (models.yaml budget.batch_elements)."""
     if not batching(spec):
         return [[index] for index, _ in checked]
-    first = next(t["name"] for t in spec["inputs"] if not t["shape_tensor"])
+    first = _first_ordinary(spec)
     budget = spec.get("budget", {}).get("batch_elements")
     runs: dict[tuple, list[tuple[list[int], int, int]]] = {}
     for index, bounds in checked:
@@ -221,7 +243,7 @@ def batch_size(spec: dict[str, Any], bounds: dict[str, tuple[int, ...]]) -> int:
     """Items in one request: the batch dimension of its first ordinary input (1 without batching)."""
     if not batching(spec):
         return 1
-    return int(bounds[next(t["name"] for t in spec["inputs"] if not t["shape_tensor"])][0])
+    return int(bounds[_first_ordinary(spec)][0])
 
 
 def feed(spec: dict[str, Any], requests: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -243,14 +265,19 @@ def feed(spec: dict[str, Any], requests: list[dict[str, np.ndarray]]) -> dict[st
 TRIM_AFTER_ELEMENTS = 1 << 20
 
 
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's malloc_trim, or None; looked up once (find_library runs ldconfig)."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name is not None else None
+
+
 def trim_heap() -> None:
     """Return the heap's free pages to the system (glibc malloc_trim): without it an instance keeps
     the peak of its largest request resident (2.2 GB after one 2048x2048 super-resolution)."""
-    name = ctypes.util.find_library("c")
-    if name is not None:
-        libc = ctypes.CDLL(name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def output_names(spec: dict[str, Any]) -> list[str]:

@@ -116,12 +116,6 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request):
-        """The request's inputs as arrays, read only once their shapes passed `contract.check_shapes`."""
-        tensors = {}
-        for t in self.spec["inputs"]:
-            tensor = pb_utils.get_input_tensor_by_name(request, t["name"])
-            if tensor is None:
-                raise contract.RequestError(f"missing input '{t['name']}'")
-            tensors[t["name"]] = tensor
-        contract.check_shapes(self.spec, {name: tuple(tensor.shape()) for name, tensor in tensors.items()})
+        """The request's inputs as arrays, read only once their headers passed the contract."""
+        tensors = contract.header_checked(self.spec, lambda name: pb_utils.get_input_tensor_by_name(request, name))
         return {name: tensor.as_numpy() for name, tensor in tensors.items()}

@@ -84,14 +84,8 @@ class TritonPythonModel:
         return responses
 
     def _read(self, request):
-        """The request's inputs as tensors, taken only once their shapes passed `contract.check_shapes`."""
-        tensors = {}
-        for t in self.inputs:
-            tensor = pb_utils.get_input_tensor_by_name(request, t["name"])
-            if tensor is None:
-                raise contract.RequestError(f"missing input '{t['name']}'")
-            tensors[t["name"]] = tensor
-        contract.check_shapes(self.spec, {name: tuple(tensor.shape()) for name, tensor in tensors.items()})
+        """The request's inputs as tensors, taken only once their headers passed the contract."""
+        tensors = contract.header_checked(self.spec, lambda name: pb_utils.get_input_tensor_by_name(request, name))
         return {name: torch.from_dlpack(tensor.to_dlpack()) for name, tensor in tensors.items()}
 
     @staticmethod
