@@ -116,6 +116,11 @@ locust: venv ## locust, headless for LOCUST_TIME against a running server (LOCUS
 	  --run-time $(LOCUST_TIME) --stop-timeout 30 --host $(LOCUST_HOST) --tags $(LOCUST_TAGS) --only-summary \
 	  --csv bench/results/locust-$(LOCUST_PROTOCOL) $(if $(filter grpc,$(LOCUST_PROTOCOL)),TritonGrpcUser,TritonHttpUser)
 
+SOAK_MINUTES ?= 10
+.PHONY: soak
+soak: venv ## every model over HTTP and gRPC at saturation for SOAK_MINUTES under plugserve's server; fails on a failed request or RSS growth
+	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
+
 .PHONY: report
 report: venv ## write bench/results/report/report.md with PNG plots from bench/results/
 	$(BIN)/plugserve report

@@ -7,7 +7,10 @@ A model named `<name>_pytorch` is the twin of `<name>` (and of `<name>_eager`); 
 throughput over the twin's at the same concurrency and transport; "cross-check" is the step's
 throughput over the other engine's (`--cross-check`), where measured. The server columns are Triton's per-request
 averages over the measured windows: queue, compute input (request tensors into the runner),
-compute infer (the runner's execute), compute output (response tensors out).
+compute infer (the runner's execute), compute output (response tensors out). "in flight" is
+requests/s times the mean latency: how many requests the engine really kept in flight (a
+concurrency step that holds fewer than its concurrency is bound by its sender); "GPU %" is the
+mean utilisation NVML saw over the windows (near 100: the GPU bounds the step).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ def main(argv: list[str]) -> int:
         runs[(meta["model"], transport)] = run  # the newest of a kind wins: file names end with the start time
     steps = {(model, transport, step["load"]): step for (model, transport), run in runs.items()
              for step in run["steps"]}
-    print("| model | transport | engine | conc | infer/s | vs PyTorch | cross-check | p50 ms | p99 ms | batch "
-          "| queue us | input us | infer us | output us | stop | errors |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | transport | engine | conc | in flight | infer/s | vs PyTorch | cross-check | p50 ms | p99 ms | batch "
+          "| GPU % | queue us | input us | infer us | output us | stop | errors |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for (model, transport), run in runs.items():
         checked = {step["load"]: step for step in run.get("cross_check", [])}
         for step in run["steps"]:
@@ -50,10 +53,13 @@ def main(argv: list[str]) -> int:
             other = steps.get((twin(model), transport, step["load"])) if twin(model) else None
             ratio = f"{step['throughput'] / other['throughput']:.2f}x" if other and other["throughput"] else ""
             server = step["server"]
-            print(f"| {model} | {transport} | {step.get('engine', 'python')} | {step['load']:g} "
+            in_flight = step["requests_per_s"] * step["mean_ms"] / 1000
+            busy = [g["utilization_percent"] for g in step.get("gpus", []) if g.get("utilization_percent") is not None]
+            gpu = max(busy) if busy else float("nan")
+            print(f"| {model} | {transport} | {step.get('engine', 'python')} | {step['load']:g} | {in_flight:.1f} "
                   f"| {step['throughput']:.1f} | {ratio} | {cross} "
                   f"| {step['p50_ms']:.2f} "
-                  f"| {step['p99_ms']:.2f} | {server.get('server_avg_batch', float('nan')):.2f} "
+                  f"| {step['p99_ms']:.2f} | {server.get('server_avg_batch', float('nan')):.2f} | {gpu:.0f} "
                   f"| {server.get('server_queue_us', float('nan')):.0f} "
                   f"| {server.get('server_compute_input_us', float('nan')):.0f} "
                   f"| {server.get('server_compute_infer_us', float('nan')):.0f} "

@@ -253,3 +253,17 @@ def test_locust_users_fire_named_request_events_and_write_csv_stats(server, tmp_
     assert int(row["Request Count"]) > 5 and int(row["Failure Count"]) == 0
     assert float(row["Average Content Size"]) == 16 * 4  # the identity's output: 16 float32
     assert json.loads(Path(f"{prefix}_settings.json").read_text())["users"] == 2
+
+
+@pytest.mark.parametrize("engine", ["python", "perf_analyzer"])
+def test_a_server_that_restricts_shared_memory_ends_the_bench_in_one_line(server, tmp_path, capsys, engine):
+    if engine == "perf_analyzer" and analyzer.find() is None:
+        pytest.skip("perf_analyzer is not installed (make perf-analyzer)")
+    with TritonServer(server.repository) as restricted:  # plugserve serve's default: shared memory closed
+        code = main(["bench", "--url", restricted.grpc_url, "--protocol", "grpc", "--model", CALIBRATION_MODEL,
+                     "--repository", str(server.repository), "--results", str(tmp_path), "--concurrency", "2",
+                     "--shared-memory", "system", "--engine", engine, *QUICK])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
+    assert "refused to register system shared memory" in err and "--allow-shared-memory" in err
+    assert not list(tmp_path.glob("*.json"))

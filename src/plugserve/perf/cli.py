@@ -20,7 +20,7 @@ from plugserve import repository
 from plugserve.perf import analyzer
 from plugserve.perf.gpus import GpuSampler
 from plugserve.perf.inputs import generate_inputs
-from plugserve.perf.load import SenderSide, Side, StepResult, StepSettings, sweep
+from plugserve.perf.load import SenderError, SenderSide, Side, StepResult, StepSettings, sweep
 from plugserve.perf.results import (
     CALIBRATION_MODEL,
     HARNESS_BOUND_SHARE,
@@ -192,7 +192,7 @@ def run_bench(args: argparse.Namespace) -> int:
             else:
                 # Shared memory is restricted unless asked for: this bench's own server allows it when it uses it.
                 server = stack.enter_context(TritonServer(repository_dir,
-                                                          allow_shared_memory=args.shared_memory == "system"))
+                                                          allow_shared_memory=args.shared_memory != "none"))
                 url = server.http_url if args.protocol == "http" else server.grpc_url
             target = TritonTarget(url, args.protocol, model)
             stack.callback(target.close)
@@ -204,8 +204,12 @@ def run_bench(args: argparse.Namespace) -> int:
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-analyzer-")))
         # This host's GPUs: the server's own when the bench starts it or --url names a local one.
         sampler = stack.enter_context(GpuSampler())
-        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir,
-                          sampler)
+        try:
+            run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir,
+                              sampler)
+        except SenderError as error:  # e.g. a server that restricts shared-memory registration
+            print(f"bench: {error}", file=sys.stderr)
+            return 2
     csv_path, json_path = write_results(run, args.results)
     print(f"\nwrote {csv_path} and {json_path}")
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import threading
@@ -67,11 +68,31 @@ SenderFactory = Callable[[int], AbstractContextManager[Sender]]
 Record = tuple[float, float, float, str | None]  # scheduled, start, end, error
 
 
+class SenderError(RuntimeError):
+    """A worker could not open its sender, so the step cannot be measured as asked."""
+
+
 class _Recorder:
     """Per-request records appended by the worker threads (list.append is atomic under the GIL)."""
 
     def __init__(self) -> None:
         self.records: list[Record] = []
+        # Why a worker could not open its sender (a refused shared-memory registration, say): the
+        # round then ends with this error instead of measuring the workers that did start.
+        self.failed_to_start: str | None = None
+
+    def check_started(self) -> None:
+        if self.failed_to_start:
+            raise SenderError(f"a sender could not start: {self.failed_to_start}")
+
+    def opened(self, make_sender: SenderFactory, index: int, work: Callable[[Sender], None]) -> None:
+        with contextlib.ExitStack() as stack:
+            try:
+                send = stack.enter_context(make_sender(index))
+            except Exception as exc:  # reported by measure_round, in the bench's own error line
+                self.failed_to_start = f"{type(exc).__name__}: {exc}".strip()[:300]
+                return
+            work(send)
 
     def call(self, send: Sender, scheduled: float) -> None:
         start = time.perf_counter()
@@ -87,12 +108,12 @@ def _closed_loop(make_sender: SenderFactory, concurrency: int, recorder: _Record
                  stop: threading.Event) -> list[threading.Thread]:
     """`concurrency` workers, each sending its next request as soon as the last one returns."""
 
-    def work(index: int) -> None:
-        with make_sender(index) as send:
-            while not stop.is_set():
-                recorder.call(send, math.nan)
+    def work(send: Sender) -> None:
+        while not stop.is_set():
+            recorder.call(send, math.nan)
 
-    return [threading.Thread(target=work, args=(index,), daemon=True) for index in range(concurrency)]
+    return [threading.Thread(target=recorder.opened, args=(make_sender, index, work), daemon=True)
+            for index in range(concurrency)]
 
 
 def _open_loop(make_sender: SenderFactory, rate: float, arrivals: str, seed: int, workers: int,
@@ -102,17 +123,17 @@ def _open_loop(make_sender: SenderFactory, rate: float, arrivals: str, seed: int
     lock = threading.Lock()
     origin = time.perf_counter()
 
-    def work(index: int) -> None:
-        with make_sender(index) as send:
-            while not stop.is_set():
-                with lock:
-                    scheduled = origin + next(schedule)
-                delay = scheduled - time.perf_counter()
-                if delay > 0 and stop.wait(delay):
-                    return
-                recorder.call(send, scheduled)
+    def work(send: Sender) -> None:
+        while not stop.is_set():
+            with lock:
+                scheduled = origin + next(schedule)
+            delay = scheduled - time.perf_counter()
+            if delay > 0 and stop.wait(delay):
+                return
+            recorder.call(send, scheduled)
 
-    return [threading.Thread(target=work, args=(index,), daemon=True) for index in range(workers)]
+    return [threading.Thread(target=recorder.opened, args=(make_sender, index, work), daemon=True)
+            for index in range(workers)]
 
 
 @dataclasses.dataclass
@@ -136,6 +157,7 @@ def measure_round(threads: list[threading.Thread], recorder: _Recorder, stop: th
 
     def wait_for(count: int, since: float, until: float) -> None:
         while time.perf_counter() < until and sum(record[2] >= since for record in recorder.records) < count:
+            recorder.check_started()
             time.sleep(0.02)
 
     for thread in threads:
@@ -149,6 +171,7 @@ def measure_round(threads: list[threading.Thread], recorder: _Recorder, stop: th
         while True:
             time.sleep(settings.window_s)
             wait_for(settings.min_requests, boundaries[-1], boundaries[0] + settings.max_step_s)
+            recorder.check_started()
             boundaries.append(time.perf_counter())
             snapshots.append(statistics() if statistics else {})
             ends = np.array([record[2] for record in recorder.records if record[3] is None])

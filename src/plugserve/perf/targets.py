@@ -51,13 +51,29 @@ class TritonTarget:
             except Exception as error:
                 raise ValueError(f"the probe request that sizes the output regions failed: {error}") from None
             self.output_bytes = {name: array.nbytes for name, array in outputs.items()}
+            self._check_registration()
+
+    def _check_registration(self) -> None:
+        """Register sender 0's regions once now: a server that restricts shared memory (plugserve
+        serve's default) then stops the bench in one line, before either engine starts."""
+        assert self.output_bytes is not None
+        self._shm[0] = self._shared_memory(0, self.output_bytes)
+        shm_inputs, shm_outputs, registrations = self._shm[0]
+        try:
+            for register in registrations:
+                register(self.control)
+        except Exception as error:
+            raise ValueError(f"the server at {self.url} refused to register {self.shared_memory} shared memory "
+                             f"({error}); serve with `plugserve serve --allow-shared-memory`") from None
+        for region_name, *_ in [*shm_inputs.values(), *shm_outputs.values()]:
+            self.control.unregister_shared_memory(region_name, self.shared_memory)
 
     @contextlib.contextmanager
     def make_sender(self, index: int) -> Iterator[Sender]:
         model, names = self.model, self.output_names
         with Client(self.url, self.protocol) as client:
             if self.output_bytes is None:
-                yield client.request(model, self.inputs, names)
+                yield client.load_request(model, self.inputs, names)
                 return
             with self._lock:
                 if index not in self._shm:
