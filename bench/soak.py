@@ -104,12 +104,12 @@ def soak(server: TritonServer, minutes: float, clients: int, sample_s: float) ->
 
 def rss_growth(samples: list[dict]) -> float:
     """The last minute's mean RSS (server and stubs) over the second minute's, minus 1."""
-    def mean_rss(lo: float, hi: float) -> float:
-        window = [s["server_rss_mb"] + s["stubs_rss_mb"] for s in samples if lo <= s["t_s"] < hi]
+    def mean_rss(in_window) -> float:
+        window = [s["server_rss_mb"] + s["stubs_rss_mb"] for s in samples if in_window(s["t_s"])]
         return float(np.mean(window)) if window else float("nan")
 
     end = samples[-1]["t_s"]
-    return mean_rss(end - 60, end + 1) / mean_rss(60, 120) - 1
+    return mean_rss(lambda t: t > end - 60) / mean_rss(lambda t: 60 <= t < 120) - 1
 
 
 def main(argv: list[str] | None = None) -> int:

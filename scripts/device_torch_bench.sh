@@ -17,6 +17,7 @@
 # analyzer (issue 14: the fp16 pairs measured by perf_analyzer over gRPC + CUDA shm, gRPC + system
 # shm and plain gRPC at c=1 and c=8, each cross-checked by our Python sender; over CUDA shm that
 # needs cuda-python, which the host's image has).
+# ANALYZER_MEMORY: the transports of the analyzer stage (default "cuda system none").
 # PERF_ANALYZER_TAR: a tar.xz of bin/perf_analyzer and lib/perf_analyzer/ as `make perf-analyzer`
 # lays them out in .venv; BUILD_MODELS: build only these models of bench/torch_h100.yaml.
 set -uo pipefail
@@ -123,7 +124,7 @@ fi
 if has analyzer; then
   # Short steps: 0.5 s windows, at most 3 s of them; CUDA shm first, the transport the targets are set on.
   QUICK=(--engine perf_analyzer --window 0.5 --max-step-time 3 --warmup 1 --tag h200-analyzer)
-  for memory in cuda system none; do
+  for memory in ${ANALYZER_MEMORY:-cuda system none}; do
     check=(--cross-check)
     if [[ $memory == cuda ]] && ! "$PYTHON" -c "import cuda.bindings.runtime" 2>/dev/null; then
       echo "no cuda-python here: the CUDA shm steps are not cross-checked by our sender"; check=()
