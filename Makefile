@@ -121,6 +121,10 @@ SOAK_MINUTES ?= 10
 soak: venv ## every model over HTTP and gRPC at saturation for SOAK_MINUTES under plugserve's server; fails on a failed request or RSS growth
 	$(BIN)/python bench/soak.py --minutes $(SOAK_MINUTES)
 
+.PHONY: faults
+faults: venv ## kill -9 of a stub under load (recovery time, requests lost) and each model's memory around its largest request
+	$(BIN)/python bench/faults.py
+
 .PHONY: report
 report: venv ## write bench/results/report/report.md with PNG plots from bench/results/
 	$(BIN)/plugserve report

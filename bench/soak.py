@@ -45,43 +45,68 @@ def server_rss_mb(pid: int) -> tuple[float, float]:
     return process.memory_info().rss / 1e6, stubs / 1e6
 
 
-def client_loop(url: str, protocol: str, model: str, inputs: dict[str, np.ndarray], until: float,
-                counts: dict[str, int], failures: list[str], lock: threading.Lock) -> None:
+class Tally:
+    """What the clients saw: answers per (model, protocol), failures with their time, requests in flight."""
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self.lock = threading.Lock()
+        self.counts = {f"{model}/{protocol}": 0 for model, protocol in pairs}
+        self.in_flight = {model: 0 for model, _ in pairs}
+        self.failures: list[tuple[float, str, str]] = []  # (monotonic time, model, message)
+
+    def begin(self, model: str) -> None:
+        with self.lock:
+            self.in_flight[model] += 1
+
+    def end(self, model: str, protocol: str, error: Exception | None) -> None:
+        with self.lock:
+            self.in_flight[model] -= 1
+            if error is None:
+                self.counts[f"{model}/{protocol}"] += 1
+            else:
+                self.failures.append((time.monotonic(), model,
+                                      f"{model} over {protocol}: {type(error).__name__}: {error}"[:300]))
+
+
+def client_loop(url: str, protocol: str, model: str, inputs: dict[str, np.ndarray], until: float, tally: Tally) -> None:
     with Client(url, protocol) as client:
         send = client.request(model, inputs)
         while time.monotonic() < until:
+            tally.begin(model)
+            error: Exception | None = None
             try:
                 outputs = send()
                 bad = [name for name, array in outputs.items() if not np.isfinite(array).all()]
                 if bad:
-                    raise ValueError(f"non-finite values in {bad}")
-            except Exception as error:  # a soak counts every failure, it never stops on one
-                with lock:
-                    failures.append(f"{model} over {protocol}: {type(error).__name__}: {error}"[:300])
-                continue
-            with lock:
-                counts[f"{model}/{protocol}"] += 1
+                    error = ValueError(f"non-finite values in {bad}")
+            except Exception as failure:  # a soak counts every failure, it never stops on one
+                error = failure
+            tally.end(model, protocol, error)
 
 
-def soak(server: TritonServer, minutes: float, clients: int, sample_s: float) -> dict:
+def saturate(server: TritonServer, clients: int, seconds: float) -> tuple[Tally, list[threading.Thread], float]:
+    """Start `clients` closed-loop clients over every (model, protocol) pair of the server, for `seconds`."""
     models = sorted(server.loaded)
     if not models:
-        raise SystemExit(f"soak: no model is served from {server.repository}")
+        raise SystemExit(f"no model is served from {server.repository}")
     pairs = list(itertools.product(models, ("http", "grpc")))
     urls = {"http": server.http_url, "grpc": server.grpc_url}
     with Client(server.http_url, "http") as control:
         inputs = {model: generate_inputs(control.config(model), 1, SHAPES.get(model, {}), VALUES.get(model, {}))
                   for model in models}
-    counts = {f"{model}/{protocol}": 0 for model, protocol in pairs}
-    failures: list[str] = []
-    lock = threading.Lock()
-    started = time.monotonic()
-    until = started + minutes * 60
+    tally = Tally(pairs)
+    until = time.monotonic() + seconds
     threads = [threading.Thread(target=client_loop, daemon=True,
-                                args=(urls[protocol], protocol, model, inputs[model], until, counts, failures, lock))
+                                args=(urls[protocol], protocol, model, inputs[model], until, tally))
                for model, protocol in itertools.islice(itertools.cycle(pairs), clients)]
     for thread in threads:
         thread.start()
+    return tally, threads, until
+
+
+def soak(server: TritonServer, minutes: float, clients: int, sample_s: float) -> dict:
+    started = time.monotonic()
+    tally, threads, until = saturate(server, clients, minutes * 60)
     assert server.process is not None
     samples = []
     print(f"{'s':>6} {'requests':>9} {'req/s':>7} {'failed':>6} {'server MB':>10} {'stubs MB':>9}")
@@ -90,16 +115,16 @@ def soak(server: TritonServer, minutes: float, clients: int, sample_s: float) ->
         time.sleep(min(sample_s, max(0.0, until - time.monotonic())))
         now = time.monotonic()
         server_mb, stubs_mb = server_rss_mb(server.process.pid)
-        requests = sum(counts.values())
-        samples.append({"t_s": now - started, "requests": requests, "failed": len(failures),
+        requests, failed = sum(tally.counts.values()), len(tally.failures)
+        samples.append({"t_s": now - started, "requests": requests, "failed": failed,
                         "server_rss_mb": server_mb, "stubs_rss_mb": stubs_mb})
         print(f"{now - started:6.0f} {requests:9d} {(requests - last_requests) / (now - last_t):7.1f} "
-              f"{len(failures):6d} {server_mb:10.1f} {stubs_mb:9.1f}", flush=True)
+              f"{failed:6d} {server_mb:10.1f} {stubs_mb:9.1f}", flush=True)
         last_requests, last_t = requests, now
     for thread in threads:
         thread.join(timeout=120)
-    return {"minutes": minutes, "clients": clients, "requests": dict(counts), "failed": len(failures),
-            "failures": failures[:20], "samples": samples}
+    return {"minutes": minutes, "clients": clients, "requests": dict(tally.counts), "failed": len(tally.failures),
+            "failures": [message for _, _, message in tally.failures[:20]], "samples": samples}
 
 
 def rss_growth(samples: list[dict]) -> float:

@@ -89,3 +89,14 @@ def _serve_command(repository: Path) -> Iterator[tuple[subprocess.Popen, list[in
     finally:
         if process.poll() is None:
             process.kill()
+
+
+@pytest.fixture
+def tiny_server(tiny_models_yaml, tmp_path):
+    """The tiny model (one instance) on its own server, with what the watchdog said."""
+    repository = tmp_path / "repo"
+    build.build(tiny_models_yaml, repository, log=lambda _: None)
+    said: list[str] = []
+    with TritonServer(repository, say=said.append) as server:
+        server.said = said
+        yield server

@@ -77,17 +77,6 @@ def grpc_raw(url: str, model: str, image_dims, image: bytes, extra_buffers: int 
         return "OK", ""
 
 
-@pytest.fixture
-def tiny_server(tiny_models_yaml, tmp_path):
-    """The tiny model (one instance) on its own server, with what the watchdog said."""
-    repository = tmp_path / "repo"
-    build.build(tiny_models_yaml, repository, log=lambda _: None)
-    said: list[str] = []
-    with TritonServer(repository, say=said.append) as server:
-        server.said = said
-        yield server
-
-
 def wait_until_every_request_succeeds(server, within_s: float = RECOVERY_S) -> float:
     """Seconds until four requests in a row succeed; fails the test past `within_s`."""
     started = time.monotonic()

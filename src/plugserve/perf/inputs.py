@@ -10,8 +10,8 @@ import numpy as np
 from plugserve.runners.contract import DTYPES, SPEC_PARAMETER
 
 
-def profile_shapes(config: dict[str, Any], profile: int) -> dict[str, list[int]]:
-    """The `opt` point of a models.yaml shape profile, from the spec the build writes into the config.
+def profile_shapes(config: dict[str, Any], profile: int, point: str = "opt") -> dict[str, list[int]]:
+    """A point (`min`, `opt`, `max`) of a models.yaml shape profile, from the spec the build writes into the config.
 
     For ordinary inputs: dims without the batch dimension; for shape tensors: their values.
     Empty when the model was not built by plugserve (no `plugserve_spec` parameter).
@@ -25,7 +25,7 @@ def profile_shapes(config: dict[str, Any], profile: int) -> dict[str, list[int]]
         raise ValueError(f"model {config.get('name')!r} has {len(profiles)} shape profiles; --profile {profile} is not one")
     batched = int(spec.get("max_batch_size", 0)) > 0
     shape_tensors = {t["name"] for t in spec.get("inputs", []) if t.get("shape_tensor")}
-    return {name: list(r["opt"]) if name in shape_tensors or not batched else list(r["opt"][1:])
+    return {name: list(r[point]) if name in shape_tensors or not batched else list(r[point][1:])
             for name, r in profiles[profile].items()}
 
 
