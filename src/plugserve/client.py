@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugserve import config, models, surgery
 from plugserve.console import UsageError
+from plugserve.repository_api import LoadRefused, ServerUnreachable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,18 +38,14 @@ GRPC_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive
 GRPC_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-class ClientUnavailable(ConnectionError):
-    """Nothing answers at the server address."""
+class ClientUnavailable(ServerUnreachable):
+    """Nothing answers at the server address (HTTP or gRPC)."""
 
     fix = "start a server with `plugserve serve`, or pass --url"
 
 
-class RequestRefused(RuntimeError):
-    """The server answered with an error (unknown model, input it rejects); the message is the server's."""
-
-    def __init__(self, message: str, fix: str | None = None):
-        super().__init__(message)
-        self.fix = fix
+class RequestRefused(LoadRefused):
+    """The server answered a request with an error (unknown model, input it rejects); the message is the server's."""
 
 
 @contextlib.contextmanager
