@@ -156,7 +156,8 @@ def _load(server: LiveServer, model_dir: Path, version: int, previous_config: Pa
         why = "; ".join(reasons) or f"version {version} is not ready"
         raise LoadRefused(f"{model_dir.name} version {version} did not load into {server.url}, and was taken back "
                           f"out of {model_dir.parent} (the server serves {chosen or 'none of it'}): {why}",
-                          "see the server log for the model's error, fix it, then build again")
+                          f"see the server log{f' {server.log}' if server.log else ''} for the model's error, "
+                          "fix it, then build again")
     log(f"build: {model_dir.name} version {version} is ready on {server.url} (serving version(s) {chosen})")
 
 

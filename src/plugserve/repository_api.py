@@ -55,6 +55,7 @@ class LiveServer:
     url: str
     admin_key: str | None = None
     timeout_s: float = 120.0
+    log: str | None = None  # the server's log file, when its serving record names it
 
     def _post(self, path: str, body: dict) -> str:
         """POST a JSON body; the answer's text. Refusals raise LoadRefused with the server's message."""
@@ -68,6 +69,7 @@ class LiveServer:
             text = error.read().decode(errors="replace")
             with contextlib.suppress(ValueError, AttributeError):
                 text = str(json.loads(text).get("error", text))
+            text = " ".join(text.split())  # Triton's messages may span lines: one line for the terminal
             fix = _fix(text)
             if fix == EXPLICIT_FIX:  # Triton's words name polling for model control none too
                 raise LoadRefused(f"the server at {self.url} runs with model control none or poll, which refuses "
@@ -186,7 +188,7 @@ def server_at(url: str, repository_dir: Path) -> LiveServer:
     wanted = _address(url)
     for _, record in repository.serving_records(repository_dir):
         if wanted is not None and _address(str(record.get("http", ""))) == wanted:
-            return LiveServer(url, record.get("admin_key"))
+            return LiveServer(url, record.get("admin_key"), log=record.get("log"))
     return LiveServer(url)
 
 

@@ -67,6 +67,14 @@ def test_a_runtime_that_is_not_installed_exits_5(capsys, tiny_models_yaml, tmp_p
     assert line.startswith("plugserve build: runtime tensorrt cannot build tiny here:")
 
 
+def test_build_load_with_no_server_there_says_so_before_building_anything(capsys, tiny_models_yaml, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    line = failed(capsys, 6, ["build", "--config", str(tiny_models_yaml), "--repository", str(tmp_path / "repo"),
+                              "--load", address])
+    assert line == f"plugserve build: no server at {address} (http): Connection refused"
+    assert not (tmp_path / "repo").exists()
+
+
 def test_serve_on_a_port_in_use_exits_8(capsys, tmp_path):
     (tmp_path / "repo").mkdir()
     with socket.socket() as busy:
