@@ -49,7 +49,7 @@ class RequestRefused(LoadRefused):
 
 
 @contextlib.contextmanager
-def _answered(url: str, protocol: str, model: str) -> Iterator[None]:
+def answered(url: str, protocol: str, model: str) -> Iterator[None]:
     """tritonclient's connection and server errors as ClientUnavailable and RequestRefused, for the
     CLI (library callers of Client get tritonclient's own exceptions, as its documentation says)."""
     from tritonclient.utils import InferenceServerException
@@ -366,7 +366,7 @@ def run_infer(args: argparse.Namespace) -> int:
     inputs = _request_inputs(args)
     # Read before the request: a models.yaml without the model fails --check before any traffic.
     spec = _check_spec(args) if args.check else None
-    with Client(args.url, args.protocol) as client, _answered(client.url, args.protocol, args.model):
+    with Client(args.url, args.protocol) as client, answered(client.url, args.protocol, args.model):
         started = time.perf_counter()
         outputs = client.infer(args.model, inputs)
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -75,6 +75,28 @@ def test_build_load_with_no_server_there_says_so_before_building_anything(capsys
     assert not (tmp_path / "repo").exists()
 
 
+def test_bench_with_no_server_says_so_and_how_to_start_one(capsys):
+    address = f"127.0.0.1:{free_port()}"
+    line = failed(capsys, 6, ["bench", "--model", "tiny", "--url", address, "--engine", "python"])
+    assert line.startswith(f"plugserve bench: no server at {address} (http)")
+
+
+def test_bench_options_that_do_not_go_together_exit_2(capsys):
+    line = failed(capsys, 2, ["bench", "--model", "tiny", "--url", "localhost:1", "--concurrency", "2",
+                              "--request-rate", "5"])
+    assert line == "plugserve bench: give --concurrency or --request-rate, not both"
+
+
+def test_bench_with_cuda_shared_memory_and_no_gpu_exits_9_naming_the_option(capsys):
+    from plugserve import native
+
+    if native.gpu_count() > 0:
+        pytest.skip("this machine has a GPU")
+    line = failed(capsys, 9, ["bench", "--model", "tiny", "--url", f"127.0.0.1:{free_port()}", "--engine", "python",
+                              "--shared-memory", "cuda"])
+    assert line.startswith("plugserve bench: --shared-memory cuda needs a CUDA GPU, and this machine shows none")
+
+
 def test_serve_on_a_port_in_use_exits_8(capsys, tmp_path):
     (tmp_path / "repo").mkdir()
     with socket.socket() as busy:
