@@ -38,6 +38,13 @@ def test_a_build_loaded_into_plugserve_serve_serves_and_keep_spares_only_the_loa
         while "serve: ready on" not in (line := process.stdout.readline()):
             assert line, "plugserve serve ended before it was ready"
         url = f"localhost:{ports[0]}"
+        # Another repository: no serving record of this server holds the admin key, nothing is built.
+        assert main(build_args(tiny_models_yaml, tmp_path / "other", "--load", url)) == 7
+        problem, fix = failure_lines(capsys)
+        assert "This API is restricted, expecting header 'plugserve-admin'" in problem
+        assert "--repository the repository `plugserve serve` serves" in fix
+        assert not (tmp_path / "other").exists()
+
         assert main(build_args(tiny_models_yaml, repo, "--load", url, "--keep", "1")) == 0
         out = capsys.readouterr().out
         assert f"build: tiny version 2 is ready on {url} (serving version(s) [2])" in out
