@@ -62,7 +62,7 @@ def _epilog() -> str:
                6: "no server at the address", 7: "the server refused the request (wrong model name, bad input, "
                                                   "a load under model control none or poll, a version that fails to load)",
                8: "tritonserver could not be found or started (port in use, ...)",
-               9: "no GPU here for an option that needs one (bench --shared-memory cuda)"}
+               9: "no GPU here for what needs one (bench --shared-memory cuda, a tensorrt build)"}
     lines += [f"  {code}  {meaning[code]} ({', '.join(names)})" for code, names in sorted(codes.items()) if code > 2]
     lines.append("  -v prints the traceback of any failure")
     return "\n".join(lines)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,14 +90,32 @@ def test_bench_options_that_do_not_go_together_exit_2(capsys):
     assert line == "plugserve bench: give --concurrency or --request-rate, not both"
 
 
-def test_bench_with_cuda_shared_memory_and_no_gpu_exits_9_naming_the_option(capsys):
-    from plugserve import native
+def without_gpus(args: list[str]) -> subprocess.CompletedProcess:
+    """`plugserve ARGS` with every GPU hidden (CUDA_VISIBLE_DEVICES empty): on any machine, one without a GPU."""
+    return subprocess.run([sys.executable, "-m", "plugserve.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
 
-    if native.gpu_count() > 0:
-        pytest.skip("this machine has a GPU")
-    line = failed(capsys, 9, ["bench", "--model", "tiny", "--url", f"127.0.0.1:{free_port()}", "--engine", "python",
-                              "--shared-memory", "cuda"])
-    assert line.startswith("plugserve bench: --shared-memory cuda needs a CUDA GPU, and this machine shows none")
+
+def test_bench_with_cuda_shared_memory_and_no_gpu_exits_9_naming_the_option():
+    done = without_gpus(["bench", "--model", "tiny", "--url", f"127.0.0.1:{free_port()}", "--engine", "python",
+                         "--shared-memory", "cuda"])
+    assert done.returncode == 9 and "Traceback" not in done.stderr, done.stderr
+    problem, fix = done.stderr.strip().splitlines()
+    assert problem == ("plugserve bench: --shared-memory cuda needs a CUDA GPU, and this machine shows none "
+                       "(no NVIDIA driver or device, CUDA_VISIBLE_DEVICES='')")
+    assert "(exit 9;" in fix
+
+
+def test_a_tensorrt_build_without_a_gpu_exits_9_before_exporting(tiny_models_yaml, tmp_path):
+    from plugserve.lowering import tensorrt
+
+    if tensorrt.unavailable() is not None:
+        pytest.skip(f"TensorRT is not installed here: {tensorrt.unavailable()}")
+    done = without_gpus(["build", "--config", str(tiny_models_yaml), "--repository", str(tmp_path / "repo"),
+                         "--runtime", "tensorrt"])
+    assert done.returncode == 9 and "Traceback" not in done.stderr, done.stderr
+    assert "plugserve build: runtime tensorrt (building an engine) needs a CUDA GPU" in done.stderr
+    assert not (tmp_path / "repo" / "tiny").exists()
 
 
 def test_serve_on_a_port_in_use_exits_8(capsys, tmp_path):
