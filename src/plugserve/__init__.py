@@ -13,7 +13,9 @@ The package in layers, top to bottom; a module imports only from its own layer o
     trt/  export  surgery  onnx_io        the TensorRT toolkit; PyTorch -> ONNX; plugin-node graph rewrites;
                                           an ONNX's inputs/outputs against models.yaml (`plugserve init`)
       runners/torch_program  torch_runner   the torch runtime's serve side (needs the ops)
-    repository  ops/  models/             the on-disk layout; the operators; the headline models
+    repository  repository_api            the on-disk layout; a running server's repository API (load,
+                                          what it holds)
+    ops/  models/                         the operators; the headline models
     config  native  runners/  console     models.yaml; the ctypes loader of libplugserve.so; code that
                                           runs inside tritonserver (contract.py: stdlib + numpy only);
                                           progress lines and UsageError

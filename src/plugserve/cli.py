@@ -44,8 +44,12 @@ FAILURES: dict[str, tuple[int, str]] = {
     "plugserve.lowering.RuntimeUnavailable": (5, "install what is missing, or pick another --runtime"),
     "plugserve.trt.environment.TensorRTUnavailable": (5, "use the NGC TensorRT image, or --runtime onnxruntime"),
     "plugserve.client.ClientUnavailable": (6, "start one with `plugserve serve`, or pass --url"),
+    "plugserve.repository_api.ServerUnreachable": (6, "start one with `plugserve serve`"),
     "plugserve.client.RequestRefused": (7, "see `plugserve build` for what the repository holds"),
+    "plugserve.repository_api.LoadRefused": (7, "see the server log"),
+    "plugserve.perf.load.SenderError": (7, "see the reason above"),
     "plugserve.server.ServerError": (8, "see the server log named above, if any"),
+    "plugserve.native.GpuUnavailable": (9, "run it on a machine with an NVIDIA GPU, or drop the option that needs one"),
 }
 
 
@@ -55,8 +59,10 @@ def _epilog() -> str:
         codes.setdefault(code, []).append(name.rpartition(".")[2])
     lines = ["exit codes:", "  0  success", "  1  a check failed (infer --check)", "  2  wrong arguments (UsageError and argparse's)"]
     meaning = {3: "bad models.yaml or option", 4: "a file is missing", 5: "a runtime is not installed here",
-               6: "no server at the address", 7: "the server refused the request (wrong model name, bad input)",
-               8: "tritonserver could not be found or started (port in use, ...)"}
+               6: "no server at the address", 7: "the server refused the request (wrong model name, bad input, "
+                                                  "a load under model control none or poll, a version that fails to load)",
+               8: "tritonserver could not be found or started (port in use, ...)",
+               9: "no GPU here for what needs one (bench --shared-memory cuda, a tensorrt build)"}
     lines += [f"  {code}  {meaning[code]} ({', '.join(names)})" for code, names in sorted(codes.items()) if code > 2]
     lines.append("  -v prints the traceback of any failure")
     return "\n".join(lines)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from plugserve import config, models, surgery
 from plugserve.console import UsageError
+from plugserve.repository_api import LoadRefused, ServerUnreachable
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,22 +38,18 @@ GRPC_CHANNEL_OPTIONS = [("grpc.max_send_message_length", -1), ("grpc.max_receive
 GRPC_INFER_METHOD = "/inference.GRPCInferenceService/ModelInfer"
 
 
-class ClientUnavailable(ConnectionError):
-    """Nothing answers at the server address."""
+class ClientUnavailable(ServerUnreachable):
+    """Nothing answers at the server address (HTTP or gRPC)."""
 
     fix = "start a server with `plugserve serve`, or pass --url"
 
 
-class RequestRefused(RuntimeError):
-    """The server answered with an error (unknown model, input it rejects); the message is the server's."""
-
-    def __init__(self, message: str, fix: str | None = None):
-        super().__init__(message)
-        self.fix = fix
+class RequestRefused(LoadRefused):
+    """The server answered a request with an error (unknown model, input it rejects); the message is the server's."""
 
 
 @contextlib.contextmanager
-def _answered(url: str, protocol: str, model: str) -> Iterator[None]:
+def answered(url: str, protocol: str, model: str) -> Iterator[None]:
     """tritonclient's connection and server errors as ClientUnavailable and RequestRefused, for the
     CLI (library callers of Client get tritonclient's own exceptions, as its documentation says)."""
     from tritonclient.utils import InferenceServerException
@@ -369,7 +366,7 @@ def run_infer(args: argparse.Namespace) -> int:
     inputs = _request_inputs(args)
     # Read before the request: a models.yaml without the model fails --check before any traffic.
     spec = _check_spec(args) if args.check else None
-    with Client(args.url, args.protocol) as client, _answered(client.url, args.protocol, args.model):
+    with Client(args.url, args.protocol) as client, answered(client.url, args.protocol, args.model):
         started = time.perf_counter()
         outputs = client.infer(args.model, inputs)
         elapsed_ms = (time.perf_counter() - started) * 1000

@@ -44,6 +44,32 @@ class PluginError(RuntimeError):
         self.code = code
 
 
+class GpuUnavailable(RuntimeError):
+    """A command or option that needs a CUDA GPU ran where none is visible; the message names it."""
+
+
+def gpu_count() -> int:
+    """CUDA devices this process sees (after CUDA_VISIBLE_DEVICES), asked of the driver itself: no
+    torch, and 0 without a driver or a device."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def require_gpu(what: str) -> None:
+    """Raise GpuUnavailable naming `what` unless a CUDA GPU is visible."""
+    if gpu_count() == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        hidden = f", CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else ""
+        raise GpuUnavailable(f"{what} needs a CUDA GPU, and this machine shows none (no NVIDIA driver or device"
+                             f"{hidden})")
+
+
 def _find(name: str, env_var: str) -> Path | None:
     override = os.environ.get(env_var)
     if override:

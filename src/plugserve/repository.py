@@ -339,6 +339,18 @@ def commit(staged_model: Path, model_dir: Path, version: int) -> None:
     os.replace(staged_model / CONFIG_NAME, model_dir / CONFIG_NAME)
 
 
+def uncommit(model_dir: Path, version: int, previous_config: Path | None, trash_root: Path) -> None:
+    """Undo `commit` of `version`: the model's config back to `previous_config` (a copy taken before
+    the commit) first, then the version and its warmup files out; a model that was new goes whole."""
+    if previous_config is None:
+        _remove(model_dir, trash_root)
+        return
+    os.replace(previous_config, model_dir / CONFIG_NAME)
+    for item in (model_dir / WARMUP_DIR).glob(f"v{version}_*"):
+        item.unlink()
+    _remove(model_dir / str(version), trash_root)
+
+
 @contextlib.contextmanager
 def build_lock(repository_dir: Path, waiting: Any = None):
     """Hold the repository's build lock (a flock on a file beside it): concurrent builds queue, so two
@@ -376,30 +388,36 @@ def write_serving_record(repository_dir: Path, record: dict[str, Any]) -> Path:
     return path
 
 
-def loaded_by_servers(repository_dir: Path) -> dict[str, dict[int, int]]:
-    """Per model, the versions running servers have loaded, with the server's pid (stale records of
-    processes that no longer run are removed)."""
-    found: dict[str, dict[int, int]] = {}
+def serving_records(repository_dir: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(pid, record) of each running `plugserve serve` of the repository; records of processes that
+    no longer run are removed, unreadable ones skipped."""
+    found = []
     directory = serving_dir(repository_dir)
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
         if not path.stem.isdigit() or not _pid_alive(int(path.stem)):
             path.unlink(missing_ok=True)
             continue
         with contextlib.suppress(ValueError, OSError):
-            for model, loaded in json.loads(path.read_text()).get("loaded", {}).items():
-                found.setdefault(model, {}).update({int(v): int(path.stem) for v in loaded})
+            record = json.loads(path.read_text())
+            if isinstance(record, dict):
+                found.append((int(path.stem), record))
     return found
 
 
-def prune(model_dir: Path, keep: int, trash_root: Path, in_use: dict[int, int] | None = None) -> list[int]:
-    """Remove all but the newest `keep` versions, except those in `in_use` (version -> the pid of the
-    server that loaded it); each leaves the tree with one rename, then is deleted."""
+def prune(model_dir: Path, keep: int, trash_root: Path, in_use: dict[int, str] | None = None) -> list[int]:
+    """Remove all but the newest `keep` versions, except those in `in_use` (version -> the server
+    that holds it); each leaves the tree with one rename, then is deleted."""
     if keep < 1:
         raise ValueError(f"--keep must be >= 1, got {keep}")
     removed = [v for v in versions(model_dir)[:-keep] if v not in (in_use or {})]
     for version in removed:
-        trash = trash_root / f"build-{os.getpid()}-prune-{model_dir.name}-{version}"
-        trash_root.mkdir(parents=True, exist_ok=True)
-        (model_dir / str(version)).rename(trash)
-        shutil.rmtree(trash)
+        _remove(model_dir / str(version), trash_root)
     return removed
+
+
+def _remove(path: Path, trash_root: Path) -> None:
+    """Out of the tree in one rename (tritonserver never sees half a directory), then deleted."""
+    trash = trash_root / f"build-{os.getpid()}-remove-{path.parent.name}-{path.name}"
+    trash_root.mkdir(parents=True, exist_ok=True)
+    path.rename(trash)
+    shutil.rmtree(trash)

@@ -35,7 +35,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              " (default: %(default)s)")
     parser.add_argument("--model-control", choices=MODEL_CONTROL_MODES, default="explicit",
                         help="explicit (default): plugserve loads each verified model on its own, falls back to the "
-                             "previous version when the newest is broken, and reloads a model whose instance died; "
+                             "previous version when the newest is broken, reloads a model whose instance died, and "
+                             "takes new versions from `plugserve build --load`; "
                              "poll: Triton loads what changes on disk; none: Triton loads everything once at start")
     parser.add_argument("--allow-shared-memory", action="store_true",
                         help="let clients register shared-memory regions (restricted by default: a client could "

@@ -18,7 +18,6 @@ and a broken newest version falls back to the previous one.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from plugserve import native, repository
+from plugserve.repository_api import ADMIN_HEADER, LiveServer, load_newest
 from plugserve.watchdog import SHM, Watchdog
 
 DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
@@ -44,14 +44,10 @@ DEFAULT_PORTS = {"http": 8000, "grpc": 8001, "metrics": 8002}
 EXIT_TIMEOUT_S = 3
 LOG_TAIL_LINES = 40
 MODEL_CONTROL_MODES = ("explicit", "poll", "none")
-# The header a restricted API wants, and the APIs restricted unless asked for: shared memory lets a
-# client name any /dev/shm object for the server (root in a container) to read and write.
-ADMIN_HEADER = "plugserve-admin"
+# The APIs restricted to ADMIN_HEADER unless asked for: shared memory lets a client name any
+# /dev/shm object for the server (root in a container) to read and write.
 RESTRICTED_APIS = ("shared-memory", "logging", "trace", "model-repository")
 WATCH_INTERVAL_S = 0.5  # how often the watchdog looks for dead instances
-# Changed on each load: Triton skips a load whose config is unchanged, and a reload must replace
-# every instance, a dead one included.
-GENERATION_PARAMETER = "plugserve_generation"
 
 
 class ServerError(RuntimeError):
@@ -158,9 +154,8 @@ class TritonServer:
         self.require_all = require_all
         self.say = say or (lambda _line: None)
         self.admin_key = secrets.token_urlsafe(18)
-        self.loaded: dict[str, list[int]] = {}  # model -> versions loaded
+        self.loaded: dict[str, list[int]] = {}  # model -> versions loaded at start
         self.unserved: dict[str, str] = {}  # model -> why none of its versions is served
-        self._generation = 0
         self._record: Path | None = None
         self._watching: tuple[threading.Thread, threading.Event] | None = None
         self.repository = Path(repository).resolve()
@@ -185,6 +180,11 @@ class TritonServer:
     @property
     def grpc_url(self) -> str:
         return f"{self._connect_host}:{self.grpc_port}"
+
+    @property
+    def live(self) -> LiveServer:
+        """Its repository API, with the admin key."""
+        return LiveServer(self.http_url, self.admin_key, timeout_s=self.startup_timeout_s)
 
     @property
     def shm_prefix(self) -> str:
@@ -276,7 +276,8 @@ class TritonServer:
         assert self.process is not None
         reload = self.reload if self.model_control == "explicit" else (
             lambda model: f"model control {self.model_control} cannot reload a model")
-        watchdog, stopping = Watchdog(self.process.pid, reload, self.say), threading.Event()
+        watchdog = Watchdog(self.process.pid, reload, lambda: self.live.loaded(("READY",)), self.say)
+        stopping = threading.Event()
 
         def loop() -> None:
             while not stopping.wait(WATCH_INTERVAL_S):
@@ -319,67 +320,31 @@ class TritonServer:
     def load(self, model: str) -> list[int]:
         """Load the newest verified versions of `model` its version policy serves, falling back to
         older ones while a load fails; returns the versions loaded ([] when none could be)."""
-        model_dir = self.repository / model
-        present = repository.versions(model_dir)
-        candidates, reasons = [], []
-        for version in reversed(present):
-            problems = [] if self.force else repository.version_problems(model_dir, version,
-                                                                         newest=version == present[-1])
-            if problems:
-                reasons.append(f"version {version} is not served: {'; '.join(problems)}")
-                self.say(f"model {model} {reasons[-1]}")
-            else:
-                candidates.append(version)
-        while candidates:
-            error_text: str | None
-            try:
-                config = repository.to_dict(repository.read_config(repository.version_config(model_dir, candidates[0])))
-            except Exception as error:  # noqa: BLE001 - protobuf's ParseError and decoding errors alike
-                error_text = f"{repository.version_config(model_dir, candidates[0])}: {error}"
-                chosen = candidates[:1]
-            else:
-                chosen = repository.policy_versions(config, sorted(candidates)) or candidates[:1]
-                error_text = self._request_load(model, config, chosen)
-                if error_text is None:
-                    self.loaded[model] = chosen
-                    self.unserved.pop(model, None)
-                    return chosen
-            lines = [line for line in self.log_tail(400).splitlines() if model in line][-5:]
-            reasons.append(f"version(s) {chosen} failed to load: {error_text}"
-                           + "".join(f"\n  log: {line}" for line in lines))
-            self.say(f"model {model} {reasons[-1]}")
-            candidates = [v for v in candidates if v not in chosen]
+
+        def explain(name: str) -> str:
+            return "".join(f"\n  log: {line}" for line in
+                           [line for line in self.log_tail(400).splitlines() if name in line][-5:])
+
+        chosen, reasons = load_newest(self.live, self.repository / model, force=self.force, say=self.say,
+                                      explain=explain)
+        if chosen:
+            self.loaded[model] = chosen
+            self.unserved.pop(model, None)
+            return chosen
+        present = repository.versions(self.repository / model)
         self.unserved[model] = ("no version could be served: " + "; ".join(reasons)) if present else "no versions"
         self.say(f"model {model} is not served: {self.unserved[model]}")
         return []
 
     def reload(self, model: str) -> str | None:
-        """Load `model` again, replacing every instance (the watchdog's recovery); an error or None."""
-        versions = self.loaded.get(model)
+        """Load `model` again, replacing every instance (the watchdog's recovery), at the versions the
+        server holds now (a `plugserve build --load` may have changed them since start); an error or None."""
+        versions = self.live.loaded(("READY",)).get(model) or self.loaded.get(model)
         if not versions:
             return f"model {model} was not loaded"
         config = repository.to_dict(repository.read_config(repository.version_config(self.repository / model,
                                                                                       versions[-1])))
-        return self._request_load(model, config, versions)
-
-    def _request_load(self, model: str, config: dict, versions: list[int]) -> str | None:
-        """POST the repository API's load with `config` pinned to `versions`; the server's error or None."""
-        self._generation += 1
-        config = {**config, "version_policy": {"specific": {"versions": versions}},
-                  "parameters": {**config.get("parameters", {}),
-                                 GENERATION_PARAMETER: {"string_value": str(self._generation)}}}
-        body = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-        request = urllib.request.Request(f"http://{self.http_url}/v2/repository/models/{model}/load", data=body,
-                                         method="POST", headers={ADMIN_HEADER: self.admin_key})
-        try:
-            with urllib.request.urlopen(request, timeout=self.startup_timeout_s):
-                return None
-        except urllib.error.HTTPError as error:
-            text = error.read().decode(errors="replace")
-            try:
-                return str(json.loads(text).get("error", text))
-            except ValueError:
-                return text
+        return self.live.load(model, config, versions)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         if self._log_path is None or not self._log_path.is_file():

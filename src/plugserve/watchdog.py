@@ -7,6 +7,13 @@ tritonserver, one per model instance, whose command line names the model's `mode
 instance's shared-memory region and the instance; `Watchdog.check` compares them with the last
 look, asks for a reload of each model that lost one, and unlinks the dead stub's /dev/shm region
 (nothing else would: it outlives the server too).
+
+Not every stub that goes is dead: a load (`plugserve build --load`, or Triton's own poll under a
+version policy) retires the instances of each version it unloads, a reload of a version replaces
+its instances with new stubs of the same names, and each load runs a short-lived stub named after
+the model itself (for the backend's config auto-complete), which serves no request. A stub is
+dead only when it was an instance, the server still holds its version READY, and no stub of the
+same instance runs in its place.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ SHM = Path("/dev/shm")
 class Stub:
     pid: int
     model: str
+    version: int
     instance: str
     region: str  # the instance's shared-memory region, /dev/shm/<region>
 
@@ -43,7 +51,7 @@ def _stat(pid_dir: Path) -> tuple[str, int] | None:
 
 
 def stubs(server_pid: int) -> dict[int, Stub]:
-    """The live python-backend stubs of a tritonserver, by pid (zombies are dead)."""
+    """The live python-backend stubs of a tritonserver's model instances, by pid (zombies are dead)."""
     found = {}
     for pid_dir in PROC.iterdir():
         if not pid_dir.name.isdigit():
@@ -55,9 +63,12 @@ def stubs(server_pid: int) -> dict[int, Stub]:
             argv = (pid_dir / "cmdline").read_bytes().split(b"\0")
             # <stub> <repository>/<model>/<version>/model.py <region> <sizes> <parent pid> <backend dir>
             # <ipc size> <instance name> <runtime modes>; the trailing b"" of the NUL-terminated list included.
-            if Path(argv[0].decode()).name == STUB_NAME and len(argv) >= 10:
-                model = Path(argv[1].decode()).parent.parent.name
-                found[int(pid_dir.name)] = Stub(int(pid_dir.name), model, argv[-3].decode(), argv[2].decode())
+            version_dir = Path(argv[1].decode()).parent if len(argv) >= 10 else Path()
+            instance = argv[-3].decode() if len(argv) >= 10 else ""
+            if Path(argv[0].decode()).name == STUB_NAME and version_dir.name.isdigit() \
+                    and instance != version_dir.parent.name:  # the model's own stub is no instance
+                found[int(pid_dir.name)] = Stub(int(pid_dir.name), version_dir.parent.name, int(version_dir.name),
+                                                instance, argv[2].decode())
     return found
 
 
@@ -67,18 +78,35 @@ def _now() -> str:
 
 class Watchdog:
     """`check()` now and then (plugserve serve: twice a second); `reload(model) -> str | None` (an
-    error, or None) is called for each model with a dead instance, `say` gets one line per event."""
+    error, or None) is called for each model with a dead instance, `ready() -> {model: [versions]}`
+    says which versions the server holds READY now, `say` gets one line per event."""
 
-    def __init__(self, server_pid: int, reload: Callable[[str], str | None], say: Callable[[str], None]):
+    def __init__(self, server_pid: int, reload: Callable[[str], str | None],
+                 ready: Callable[[], dict[str, list[int]]], say: Callable[[str], None]):
         self.server_pid = server_pid
         self.reload = reload
+        self.ready = ready
         self.say = say
         self.known = stubs(server_pid)
+
+    def _dead(self, alive: dict[int, Stub]) -> list[Stub]:
+        """The known stubs that are gone and were neither retired nor replaced."""
+        gone = [stub for pid, stub in self.known.items() if pid not in alive]
+        if not gone:
+            return []
+        try:
+            ready = self.ready()
+        except Exception as error:  # noqa: BLE001 - stopping, or not answering: nothing to reload through
+            self.say(f"{_now()} watchdog: {len(gone)} instance(s) went, the server cannot say why: {error}")
+            return []
+        serving = {(s.model, s.version, s.instance) for s in alive.values()}
+        return [stub for stub in gone if stub.version in ready.get(stub.model, ())
+                and (stub.model, stub.version, stub.instance) not in serving]
 
     def check(self) -> list[str]:
         """Reload the models whose instances died since the last check; returns those models."""
         alive = stubs(self.server_pid)
-        dead = [stub for pid, stub in self.known.items() if pid not in alive]
+        dead = self._dead(alive)
         models = sorted({stub.model for stub in dead})
         for model in models:
             lost = [stub for stub in dead if stub.model == model]

@@ -264,6 +264,7 @@ def test_a_server_that_restricts_shared_memory_ends_the_bench_in_one_line(server
                      "--repository", str(server.repository), "--results", str(tmp_path), "--concurrency", "2",
                      "--shared-memory", "system", "--engine", engine, *QUICK])
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "Traceback" not in err and len(err.splitlines()) == 1
-    assert "refused to register system shared memory" in err and "--allow-shared-memory" in err
+    assert code == 7 and "Traceback" not in err and len(err.splitlines()) == 2, err
+    problem, fix = err.splitlines()
+    assert "refused to register system shared memory" in problem and "--allow-shared-memory" in fix
     assert not list(tmp_path.glob("*.json"))

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from plugserve import build, repository, runners
+from plugserve import build, repository, repository_api, runners
 from plugserve.cli import main
 from plugserve.config import ConfigError
 from plugserve.runners import contract, runner_path
@@ -190,9 +190,11 @@ def test_a_version_outside_a_running_servers_record_is_pruned_and_one_inside_it_
     repo = tmp_path / "repo"
     for _ in range(3):
         build.build(tiny_models_yaml, repo, log=quiet)
+    # A record without an address (or of a server that does not answer) is taken at its word.
     record = repository.write_serving_record(repo, {"loaded": {"tiny": [1]}})
-    assert repository.loaded_by_servers(repo) == {"tiny": {1: int(record.stem)}}
-    assert repository.prune(repo / "tiny", 1, tmp_path / "trash", repository.loaded_by_servers(repo)["tiny"]) == [2]
+    assert repository_api.loaded_by_servers(repo) == {"tiny": {1: f"the server of pid {record.stem}"}}
+    in_use = repository_api.loaded_by_servers(repo)["tiny"]
+    assert repository.prune(repo / "tiny", 1, tmp_path / "trash", in_use) == [2]
     assert repository.versions(repo / "tiny") == [1, 3]
     record.rename(record.with_name("999999999.json"))  # a server that no longer runs
-    assert repository.loaded_by_servers(repo) == {}
+    assert repository_api.loaded_by_servers(repo) == {}

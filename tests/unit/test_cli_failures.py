@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,54 @@ def test_a_runtime_that_is_not_installed_exits_5(capsys, tiny_models_yaml, tmp_p
     line = failed(capsys, 5, ["build", "--config", str(tiny_models_yaml), "--repository", str(tmp_path / "repo"),
                               "--runtime", "tensorrt"])
     assert line.startswith("plugserve build: runtime tensorrt cannot build tiny here:")
+
+
+def test_build_load_with_no_server_there_says_so_before_building_anything(capsys, tiny_models_yaml, tmp_path):
+    address = f"127.0.0.1:{free_port()}"
+    line = failed(capsys, 6, ["build", "--config", str(tiny_models_yaml), "--repository", str(tmp_path / "repo"),
+                              "--load", address])
+    assert line == f"plugserve build: no server at {address} (http): Connection refused"
+    assert not (tmp_path / "repo").exists()
+
+
+def test_bench_with_no_server_says_so_and_how_to_start_one(capsys):
+    address = f"127.0.0.1:{free_port()}"
+    line = failed(capsys, 6, ["bench", "--model", "tiny", "--url", address, "--engine", "python"])
+    assert line.startswith(f"plugserve bench: no server at {address} (http)")
+
+
+def test_bench_options_that_do_not_go_together_exit_2(capsys):
+    line = failed(capsys, 2, ["bench", "--model", "tiny", "--url", "localhost:1", "--concurrency", "2",
+                              "--request-rate", "5"])
+    assert line == "plugserve bench: give --concurrency or --request-rate, not both"
+
+
+def without_gpus(args: list[str]) -> subprocess.CompletedProcess:
+    """`plugserve ARGS` with every GPU hidden (CUDA_VISIBLE_DEVICES empty): on any machine, one without a GPU."""
+    return subprocess.run([sys.executable, "-m", "plugserve.cli", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+
+
+def test_bench_with_cuda_shared_memory_and_no_gpu_exits_9_naming_the_option():
+    done = without_gpus(["bench", "--model", "tiny", "--url", f"127.0.0.1:{free_port()}", "--engine", "python",
+                         "--shared-memory", "cuda"])
+    assert done.returncode == 9 and "Traceback" not in done.stderr, done.stderr
+    problem, fix = done.stderr.strip().splitlines()
+    assert problem == ("plugserve bench: --shared-memory cuda needs a CUDA GPU, and this machine shows none "
+                       "(no NVIDIA driver or device, CUDA_VISIBLE_DEVICES='')")
+    assert "(exit 9;" in fix
+
+
+def test_a_tensorrt_build_without_a_gpu_exits_9_before_exporting(tiny_models_yaml, tmp_path):
+    from plugserve.lowering import tensorrt
+
+    if tensorrt.unavailable() is not None:
+        pytest.skip(f"TensorRT is not installed here: {tensorrt.unavailable()}")
+    done = without_gpus(["build", "--config", str(tiny_models_yaml), "--repository", str(tmp_path / "repo"),
+                         "--runtime", "tensorrt"])
+    assert done.returncode == 9 and "Traceback" not in done.stderr, done.stderr
+    assert "plugserve build: runtime tensorrt (building an engine) needs a CUDA GPU" in done.stderr
+    assert not (tmp_path / "repo" / "tiny").exists()
 
 
 def test_serve_on_a_port_in_use_exits_8(capsys, tmp_path):

@@ -17,7 +17,7 @@ LAYERS = [
     ["plugserve.lowering"],
     ["plugserve.trt", "plugserve.export", "plugserve.surgery", "plugserve.onnx_io", "plugserve.runners.torch_program",
      "plugserve.runners.torch_runner"],
-    ["plugserve.repository", "plugserve.ops", "plugserve.models"],
+    ["plugserve.repository", "plugserve.repository_api", "plugserve.ops", "plugserve.models"],
     ["plugserve.config", "plugserve.native", "plugserve.runners", "plugserve.console"],
 ]
 MAX_LINES = 500

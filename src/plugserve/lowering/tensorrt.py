@@ -143,6 +143,7 @@ def _export(spec: ModelSpec, out_path: Path, precision: str) -> onnx.ModelProto:
 def lower(spec: ModelSpec, version_dir: Path, precision: str) -> Lowered:
     """Export, prepare and build `spec` into version_dir/model.plan; say how Triton serves it."""
     require_tensorrt()
+    native.require_gpu("runtime tensorrt (building an engine)")  # before the export, not after it
     import onnx
     import tensorrt as trt
 

@@ -7,7 +7,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -16,11 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from plugserve import repository
+from plugserve import native, repository
+from plugserve.console import UsageError
 from plugserve.perf import analyzer
 from plugserve.perf.gpus import GpuSampler
 from plugserve.perf.inputs import generate_inputs
-from plugserve.perf.load import SenderError, SenderSide, Side, StepResult, StepSettings, sweep
+from plugserve.perf.load import SenderSide, Side, StepResult, StepSettings, sweep
 from plugserve.perf.results import (
     CALIBRATION_MODEL,
     HARNESS_BOUND_SHARE,
@@ -33,7 +33,7 @@ from plugserve.perf.results import (
 from plugserve.perf.stats import parse_steps
 from plugserve.perf.targets import TritonTarget, in_process_sender
 from plugserve.perf.variants import build_calibration_repository, build_variant_repository
-from plugserve.server import ServerError, TritonServer
+from plugserve.server import TritonServer
 
 ENGINES = (analyzer.ENGINE, "python")
 SHARED_MEMORY = ("none", "system", "cuda")
@@ -165,6 +165,8 @@ def _runtime(config: dict[str, Any], repository_dir: Path, model: str) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    """Expected failures raise, for plugserve.cli to end in one line and their exit code: options
+    (UsageError), no server or a refusal (plugserve.client), no GPU for --shared-memory cuda."""
     try:
         mode, loads, settings = _check_arguments(args)
         args.engine = _engine(args)
@@ -172,44 +174,39 @@ def run_bench(args: argparse.Namespace) -> int:
                   for name, dims in _assignments(args.shape, "--shape").items()}
         values = _assignments(args.input, "--input")
     except ValueError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 2
+        raise UsageError(str(error)) from error
+    if args.shared_memory == "cuda":
+        native.require_gpu("--shared-memory cuda")
     model = CALIBRATION_MODEL if args.calibrate else args.model
     with contextlib.ExitStack() as stack:
         repository_dir = args.repository
-        try:
-            if args.calibrate or args.dynamic_batching or args.instances:
-                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-")))
-                if args.calibrate:
-                    repository_dir = build_calibration_repository(scratch / "repository")
-                else:
-                    repository_dir = build_variant_repository(
-                        args.config, args.repository, model, scratch / "repository",
-                        dynamic_batching=None if args.dynamic_batching is None else args.dynamic_batching == "on",
-                        instances=args.instances)
-            if args.url and not args.calibrate:
-                url = args.url
+        if args.calibrate or args.dynamic_batching or args.instances:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-")))
+            if args.calibrate:
+                repository_dir = build_calibration_repository(scratch / "repository")
             else:
-                # Shared memory is restricted unless asked for: this bench's own server allows it when it uses it.
-                server = stack.enter_context(TritonServer(repository_dir,
-                                                          allow_shared_memory=args.shared_memory != "none"))
-                url = server.http_url if args.protocol == "http" else server.grpc_url
-            target = TritonTarget(url, args.protocol, model)
-            stack.callback(target.close)
+                repository_dir = build_variant_repository(
+                    args.config, args.repository, model, scratch / "repository",
+                    dynamic_batching=None if args.dynamic_batching is None else args.dynamic_batching == "on",
+                    instances=args.instances)
+        if args.url and not args.calibrate:
+            url = args.url
+        else:
+            # Shared memory is restricted unless asked for: this bench's own server allows it when it uses it.
+            server = stack.enter_context(TritonServer(repository_dir,
+                                                      allow_shared_memory=args.shared_memory != "none"))
+            url = server.http_url if args.protocol == "http" else server.grpc_url
+        target = TritonTarget(url, args.protocol, model)
+        stack.callback(target.close)
+        try:  # --shape, --input and --profile against the served config
             inputs = generate_inputs(target.config, args.batch_size, shapes, values, args.profile, args.seed)
-            target.prepare(inputs, shared_memory=args.shared_memory)
-        except (ValueError, ServerError) as error:
-            print(f"bench: {error}", file=sys.stderr)
-            return 2
+        except ValueError as error:
+            raise UsageError(str(error)) from error
+        target.prepare(inputs, shared_memory=args.shared_memory)
         work_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="plugserve-bench-analyzer-")))
         # This host's GPUs: the server's own when the bench starts it or --url names a local one.
         sampler = stack.enter_context(GpuSampler())
-        try:
-            run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir,
-                              sampler)
-        except SenderError as error:  # e.g. a server that restricts shared-memory registration
-            print(f"bench: {error}", file=sys.stderr)
-            return 2
+        run = _run_sweeps(args, target, mode, loads, settings, inputs, model, url, repository_dir, work_dir, sampler)
     csv_path, json_path = write_results(run, args.results)
     print(f"\nwrote {csv_path} and {json_path}")
     return 0
@@ -306,5 +303,5 @@ def _served_onnx(repository_dir: Path, model: str) -> Path:
     served = repository.served_version_dir(repository_dir / model)
     path = (served or repository_dir / model / "none") / repository.ONNX_FILE
     if not path.is_file():
-        raise ValueError(f"--in-process needs the served model.onnx; {path} does not exist")
+        raise FileNotFoundError(f"--in-process needs the served model.onnx; {path} does not exist")
     return path

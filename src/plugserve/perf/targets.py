@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from plugserve.client import Client
+from plugserve.client import Client, RequestRefused, answered
 from plugserve.perf.load import Sender, SenderFactory
 from plugserve.runners import contract
 
@@ -27,10 +27,8 @@ class TritonTarget:
     def __init__(self, url: str, protocol: str, model: str):
         self.url, self.protocol, self.model = url, protocol, model
         self.control = Client(url, protocol)
-        try:
+        with answered(url, protocol, model):  # no server, an unknown model: one line each (plugserve.cli)
             self.config = self.control.config(model)
-        except Exception as error:  # the server's message says what is wrong (unknown model, not ready)
-            raise ValueError(f"cannot read the config of model {model!r} at {url} over {protocol}: {error}") from None
         self.output_names = [output["name"] for output in self.config.get("output", [])]
         self.inputs: dict[str, np.ndarray] = {}
         self.output_bytes: dict[str, int] | None = None
@@ -46,10 +44,8 @@ class TritonTarget:
         self.inputs = {name: np.ascontiguousarray(array) for name, array in inputs.items()}
         self.shared_memory = shared_memory
         if shared_memory != "none":
-            try:
+            with answered(self.url, self.protocol, self.model):  # the probe request that sizes the output regions
                 outputs = self.control.infer(self.model, self.inputs, self.output_names)
-            except Exception as error:
-                raise ValueError(f"the probe request that sizes the output regions failed: {error}") from None
             self.output_bytes = {name: array.nbytes for name, array in outputs.items()}
             self._check_registration()
 
@@ -63,8 +59,8 @@ class TritonTarget:
             for register in registrations:
                 register(self.control)
         except Exception as error:
-            raise ValueError(f"the server at {self.url} refused to register {self.shared_memory} shared memory "
-                             f"({error}); serve with `plugserve serve --allow-shared-memory`") from None
+            raise RequestRefused(f"the server at {self.url} refused to register {self.shared_memory} shared memory "
+                                 f"({error})", "serve with `plugserve serve --allow-shared-memory`") from None
         for region_name, *_ in [*shm_inputs.values(), *shm_outputs.values()]:
             self.control.unregister_shared_memory(region_name, self.shared_memory)
 

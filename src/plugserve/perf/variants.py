@@ -8,6 +8,7 @@ from typing import Any
 
 from plugserve import config, repository
 from plugserve.build import build_model
+from plugserve.console import UsageError
 from plugserve.perf.results import CALIBRATION_MODEL
 
 
@@ -54,12 +55,13 @@ def build_variant_repository(config_path: Path, source_repository: Path, model: 
     """
     spec = config.load(config_path).get(model)
     if spec is None:
-        raise ValueError(f"{config_path}: no model {model!r}; variants are built from models.yaml")
+        raise config.ConfigError(f"{config_path}: no model {model!r}; variants are built from models.yaml")
     version_dir = repository.served_version_dir(source_repository / model)
     if version_dir is None:
-        raise ValueError(f"no built version of {model!r} in {source_repository}: run `plugserve build` first")
+        raise FileNotFoundError(f"no built version of {model!r} in {source_repository}: run `plugserve build` first")
     if repository.read_manifest(version_dir)["runtime"] != "onnxruntime":
-        raise ValueError(f"{version_dir}: variants are built for the onnxruntime runtime only")
+        raise UsageError(f"{version_dir}: variants (--dynamic-batching, --instances) are built for the "
+                         "onnxruntime runtime only")
     changes: dict[str, Any] = {"onnx": version_dir / repository.ONNX_FILE, "source_model": None, "checkpoint": None,
                                "runtime": "onnxruntime"}
     if dynamic_batching is not None:
