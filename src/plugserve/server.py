@@ -344,6 +344,10 @@ class TritonServer:
             return f"model {model} was not loaded"
         config = repository.to_dict(repository.read_config(repository.version_config(self.repository / model,
                                                                                       versions[-1])))
+        # Until the new instances are ready, Triton keeps routing to the dead one and those requests
+        # fail: the replacement skips the warm-up (on 2 busy cores it kept super_resolution's
+        # recovery at 20 s) and its first requests pay for it instead.
+        config.pop("model_warmup", None)
         return self.live.load(model, config, versions)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
