@@ -40,7 +40,8 @@ int plugserve_dynamic_resize_cpu(int64_t batch, int64_t channels, int64_t in_h, 
 /* value [batch, num_values, num_heads, head_dim], spatial_shapes [num_levels, 2],
  * level_start_index [num_levels], sampling_locations [batch, num_queries, num_heads, num_levels,
  * num_points, 2], attention_weights [batch, num_queries, num_heads, num_levels, num_points] ->
- * output [batch, num_queries, num_heads, head_dim]. For the GPU call all pointers are device
+ * output [batch, num_queries, num_heads, head_dim], which is also the plugin's "flat" output layout
+ * [batch, num_queries, num_heads * head_dim] byte for byte. For the GPU call all pointers are device
  * pointers; levels inconsistent with `value` contribute zero there, while the CPU call rejects them. */
 int plugserve_ms_deform_attn(int64_t batch, int64_t num_values, int64_t num_heads, int64_t head_dim,
                              int64_t num_levels, int64_t num_queries, int64_t num_points, int dtype, int index_type,

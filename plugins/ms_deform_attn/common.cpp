@@ -6,6 +6,23 @@
 
 namespace plugserve::ms_deform_attn {
 
+Status parseOutputLayout(const std::string& name, OutputLayout* out) {
+    if (name == "heads_channels") {
+        *out = OutputLayout::kHeadsChannels;
+    } else if (name == "flat") {
+        *out = OutputLayout::kFlat;
+    } else {
+        return Status::Error("MSDeformAttn: output_layout must be 'heads_channels' ([N, Lq, M, D]) or 'flat' "
+                             "([N, Lq, M*D]), got '" + name + "'");
+    }
+    return Status::Ok();
+}
+
+std::vector<int64_t> outputDims(const Params& p, OutputLayout layout) {
+    if (layout == OutputLayout::kFlat) return {p.batch, p.num_queries, p.num_heads * p.head_dim};
+    return {p.batch, p.num_queries, p.num_heads, p.head_dim};
+}
+
 Status validate(const Params& p) {
     const auto str = [](int64_t v) { return std::to_string(v); };
     if (p.num_levels < 1 || p.num_levels > kMaxLevels)

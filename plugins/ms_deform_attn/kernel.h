@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -22,6 +24,14 @@ struct Params {
     int64_t batch, num_values /*S*/, num_heads /*M*/, head_dim /*D*/, num_levels /*L*/,
         num_queries /*Lq*/, num_points /*P*/;
 };
+
+// The shape the output is given. Both are the same bytes (row-major [N, Lq, M, D] is [N, Lq, M*D]),
+// so the kernels take no layout: only the shape the glue reports follows it.
+//   kHeadsChannels  "heads_channels"  [batch, num_queries, num_heads, head_dim]   (NVIDIA's plugin)
+//   kFlat           "flat"            [batch, num_queries, num_heads * head_dim]  (Deformable DETR, mmcv, mmdeploy)
+enum class OutputLayout { kHeadsChannels, kFlat };
+Status parseOutputLayout(const std::string& name, OutputLayout* out);
+std::vector<int64_t> outputDims(const Params&, OutputLayout);
 
 // 1 <= L <= 8, 1 <= P <= 16, D even and <= 256, M >= 1, batch/S/Lq >= 0, element counts
 // that fit the kernels' 32-bit indexing.

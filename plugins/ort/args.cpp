@@ -128,12 +128,13 @@ Status runResize(Device device, const ResizeAttrs& attrs, const Tensor& x, const
     return dynamic_resize::runCpu(p, dtype, x.data, y, parallel);
 }
 
-Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], std::vector<int64_t>* out) {
+Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], ms_deform_attn::OutputLayout layout,
+                      std::vector<int64_t>* out) {
     ms_deform_attn::Params p;
     DType dtype;
     IndexType index;
     if (Status s = msdaParams(in, &p, &dtype, &index); !s.ok()) return s;
-    *out = {p.batch, p.num_queries, p.num_heads, p.head_dim};
+    *out = ms_deform_attn::outputDims(p, layout);
     return Status::Ok();
 }
 

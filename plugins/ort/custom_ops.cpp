@@ -66,6 +66,7 @@ struct Kernel {
     OpKind kind;
     Device device;
     ResizeAttrs resize;
+    ms_deform_attn::OutputLayout msda_layout;
 };
 
 OrtStatus* readTensor(const OrtValue* value, const char* name, Tensor* t) {
@@ -128,7 +129,7 @@ OrtStatus* compute(const Kernel& k, OrtKernelContext* context) {
                                                        "sampling_locations", "attention_weights"};
     Tensor in[kMsdaInputs];
     PS_ORT_RETURN_IF_ERROR(readInputs(context, names, kMsdaInputs, in));
-    PS_ORT_RETURN_IF_ERROR(toOrt(msdaOutputDims(in, &dims)));
+    PS_ORT_RETURN_IF_ERROR(toOrt(msdaOutputDims(in, k.msda_layout, &dims)));
     PS_ORT_RETURN_IF_ERROR(allocateOutput(context, dims, &out));
     return toOrt(runMsda(k.device, in, out, stream, parallel));
 }
@@ -157,7 +158,7 @@ void intAttribute(const OrtKernelInfo* info, const char* name, int64_t* value, b
 OrtStatus* ORT_API_CALL createKernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                                      void** kernel) noexcept {
     return guarded([&]() -> OrtStatus* {
-        auto k = std::make_unique<Kernel>(Kernel{def(op).kind, def(op).device, {}});
+        auto k = std::make_unique<Kernel>(Kernel{def(op).kind, def(op).device, {}, {}});
         if (k->kind == OpKind::kResize) {
             std::string mode;
             int64_t align_corners = 0;
@@ -166,6 +167,11 @@ OrtStatus* ORT_API_CALL createKernel(const OrtCustomOp* op, const OrtApi*, const
             intAttribute(info, "align_corners", &align_corners, &has_align);
             PS_ORT_RETURN_IF_ERROR(toOrt(parseResizeAttrs(has_mode ? &mode : nullptr,
                                                           has_align ? &align_corners : nullptr, &k->resize)));
+        } else {
+            std::string layout = "heads_channels";  // the attribute is optional, as in the TensorRT plugin
+            bool has_layout = false;
+            PS_ORT_RETURN_IF_ERROR(stringAttribute(info, "output_layout", &layout, &has_layout));
+            PS_ORT_RETURN_IF_ERROR(toOrt(ms_deform_attn::parseOutputLayout(layout, &k->msda_layout)));
         }
         *kernel = k.release();
         return nullptr;

@@ -384,16 +384,15 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
             value, shapes, starts, locations, weights = node.inputs
             detach(node)
             indices = [_int32(emit, shapes), _int32(emit, starts)]
-            # mmdeploy's output is [N, Lq, M*D], and some exports declare NVIDIA's so; ours is [N, Lq, M, D].
+            # mmdeploy's output is [N, Lq, M*D], and some exports declare NVIDIA's so: the same bytes as
+            # [N, Lq, M, D], which MSDeformAttn gives that shape itself.
             flat = plan or (output.shape is not None and len(output.shape) == 3)
-            result = gs.Variable(f"{emit.prefix}/MSDeformAttn/out", dtype=output.dtype) if flat else output
-            graph.nodes.append(_plugin_node(emit, "MSDeformAttn", [value, *indices, locations, weights], [result],
-                                            plugin_attributes(), DOMAIN))
-            if flat:
-                emit("Reshape", result, emit.int64(0, 0, -1), outputs=[output])
+            layout = "flat" if flat else "heads_channels"
+            graph.nodes.append(_plugin_node(emit, "MSDeformAttn", [value, *indices, locations, weights], [output],
+                                            {"output_layout": layout, **plugin_attributes()}, DOMAIN))
             casts = sum(1 for new, old in zip(indices, (shapes, starts), strict=True) if new is not old)
-            log(f"pluginize: {label} -> {DOMAIN}::MSDeformAttn ({casts} int64->int32 index cast(s)"
-                f"{', output reshaped to rank 3' if flat else ''})")
+            log(f"pluginize: {label} -> {DOMAIN}::MSDeformAttn output_layout={layout} ({casts} int64->int32 "
+                f"index cast(s))")
 
     graph.cleanup().toposort()
     out = gs.export_onnx(graph)

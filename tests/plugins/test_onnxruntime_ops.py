@@ -56,14 +56,17 @@ def resize_model(mode: str = "bicubic", align_corners: int = 0, size_type: int =
                              **{"mode": mode, "align_corners": align_corners, **PLUGIN_ATTRS, **attrs})
 
 
-def msda_model(levels: int, index_type: int = TensorProto.INT32) -> onnx.ModelProto:
+def msda_model(levels: int, index_type: int = TensorProto.INT32, output_layout: str | None = None) -> onnx.ModelProto:
+    """One MSDeformAttn node; output_layout None leaves the (optional) attribute out."""
     f = TensorProto.FLOAT
+    layout = {} if output_layout is None else {"output_layout": output_layout}
     return single_node_model(
         "MSDeformAttn",
         {"value": (f, ["N", "S", "M", "D"]), "spatial_shapes": (index_type, [levels, 2]),
          "level_start_index": (index_type, [levels]), "sampling_locations": (f, ["N", "Q", "M", levels, "P", 2]),
          "attention_weights": (f, ["N", "Q", "M", levels, "P"])},
-        {"output": (f, ["N", "Q", "M", "D"])}, domain="plugserve", **PLUGIN_ATTRS)
+        {"output": (f, ["N", "Q", "MD"] if output_layout == "flat" else ["N", "Q", "M", "D"])}, domain="plugserve",
+        **PLUGIN_ATTRS, **layout)
 
 
 def msda_inputs(rng, levels: list[tuple[int, int]], n=2, m=2, d=4, q=5, p=3, index=np.int32) -> dict[str, np.ndarray]:
@@ -110,15 +113,19 @@ def test_dynamic_resize_in_float16_is_the_float32_result_rounded_once():
     np.testing.assert_array_equal(half, full.astype(np.float16))
 
 
-@pytest.mark.parametrize("index_type", [TensorProto.INT32, TensorProto.INT64])
-def test_ms_deform_attn_matches_the_reference_and_the_decomposed_graph(index_type):
+@pytest.mark.parametrize(("index_type", "output_layout"), [(TensorProto.INT32, None), (TensorProto.INT64, None),
+                                                           (TensorProto.INT32, "heads_channels"),
+                                                           (TensorProto.INT64, "flat")])
+def test_ms_deform_attn_matches_the_reference_and_the_decomposed_graph(index_type, output_layout):
     rng = np.random.default_rng(2)
     index = helper.tensor_dtype_to_np_dtype(index_type)
     for levels, sizes in [([(4, 4), (2, 2)], {}), ([(5, 3), (3, 2), (1, 1)], {"m": 3, "d": 8, "p": 4}),
                           ([(16, 20)], {"n": 1, "q": 64, "m": 8, "d": 32, "p": 4})]:
         inputs = msda_inputs(rng, levels, index=index, **sizes)
-        [native], [decomposed] = both(msda_model(len(levels), index_type), **inputs)
-        expected = ms_deform_attn.reference(*(torch.from_numpy(inputs[k]) for k in inputs)).numpy()
+        [native], [decomposed] = both(msda_model(len(levels), index_type, output_layout), **inputs)
+        expected = ms_deform_attn.reference(*(torch.from_numpy(inputs[k]) for k in inputs),
+                                            output_layout=output_layout or "heads_channels").numpy()
+        assert native.shape == expected.shape
         np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(native, decomposed, rtol=0, atol=1e-5)
 
@@ -168,6 +175,11 @@ def test_bad_resize_inputs_fail_the_run_with_the_reason(x_shape, size, message):
     s = session(model)
     with pytest.raises(Exception, match=message):
         s.run(None, {"x": np.zeros(x_shape, np.float32), "size": np.array(size, np.int64)})
+
+
+def test_an_unknown_msda_output_layout_fails_session_creation_naming_the_choices():
+    with pytest.raises(Exception, match=r"output_layout must be 'heads_channels' \(\[N, Lq, M, D\]\) or 'flat'"):
+        session(msda_model(2, output_layout="rows"))
 
 
 def test_bad_msda_inputs_fail_the_run_with_the_reason():

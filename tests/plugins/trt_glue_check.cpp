@@ -180,13 +180,32 @@ void creatorRejectsBadFields() {
 
     MSDeformAttnCreator msda;
     IPluginV3* plugin = msda.createPlugin("attn", nullptr, TensorRTPhase::kBUILD);
-    check(plugin != nullptr, "MSDeformAttn needs no fields");
+    check(plugin != nullptr, "MSDeformAttn needs no fields (output_layout is optional)");
+    delete plugin;
+    const char flat[] = "flat";
+    PluginField layout("output_layout", flat, PluginFieldType::kCHAR, sizeof(flat));
+    PluginFieldCollection layoutFc{1, &layout};
+    plugin = msda.createPlugin("attn", &layoutFc, TensorRTPhase::kBUILD);
+    check(plugin != nullptr, "MSDeformAttn takes output_layout=flat");
+    if (plugin != nullptr) {
+        const PluginFieldCollection* saved = runtime(plugin)->getFieldsToSerialize();
+        check(saved->nbFields == 1 && std::string(saved->fields[0].name) == "output_layout" &&
+                  std::string(static_cast<const char*>(saved->fields[0].data)) == "flat",
+              "MSDeformAttn serializes the output_layout it was created with");
+    }
+    delete plugin;
+    const char rows[] = "rows";
+    PluginField badLayout("output_layout", rows, PluginFieldType::kCHAR, sizeof(rows));
+    PluginFieldCollection badLayoutFc{1, &badLayout};
+    std::string layoutErr = stderrOf([&] { plugin = msda.createPlugin("attn", &badLayoutFc, TensorRTPhase::kBUILD); });
+    check(plugin == nullptr && contains(layoutErr, "output_layout must be 'heads_channels' ([N, Lq, M, D]) or 'flat'"),
+          "MSDeformAttn rejects an unknown output_layout naming both, got: " + layoutErr);
     delete plugin;
     int32_t one = 1;
     PluginField extra("im2col_step", &one, PluginFieldType::kINT32, 1);
     PluginFieldCollection extraFc{1, &extra};
     const std::string err = stderrOf([&] { plugin = msda.createPlugin("attn", &extraFc, TensorRTPhase::kBUILD); });
-    check(plugin == nullptr && contains(err, "unknown field 'im2col_step' (fields: none)"),
+    check(plugin == nullptr && contains(err, "unknown field 'im2col_step' (fields: output_layout)"),
           "MSDeformAttn rejects an unexpected field, got: " + err);
     delete plugin;
 }

@@ -346,6 +346,10 @@ def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, doma
     pluginized = pluginize(graph)
     [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
     assert node.op_type == "MSDeformAttn"
+    # A peer's [N, Lq, M*D] output is MSDeformAttn's flat layout: no Reshape behind it.
+    layout = {a.name: helper.get_attribute_value(a) for a in node.attribute}["output_layout"]
+    assert layout == (b"flat" if flat_output else b"heads_channels")
+    assert ops(pluginized).count("Reshape") == ops(graph).count("Reshape")
     producers = {o: n for n in pluginized.graph.node for o in n.output}
     for index in node.input[1:3]:  # spatial_shapes, level_start_index: Cast to int32 (to=6)
         cast = producers[index]

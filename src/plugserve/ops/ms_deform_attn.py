@@ -3,7 +3,8 @@
 Inputs (N batch, S = sum of level H*W, M heads, D channels per head, L levels, Lq queries, P points):
 value [N, S, M, D], spatial_shapes [L, 2] int (H, W per level), level_start_index [L] int,
 sampling_locations [N, Lq, M, L, P, 2] (x, y in [0, 1]), attention_weights [N, Lq, M, L, P].
-Output [N, Lq, M, D]. The numbers are the grid_sample formulation of Deformable DETR's
+Output [N, Lq, M, D] (`output_layout="heads_channels"`, NVIDIA's plugin) or the same numbers as
+[N, Lq, M*D] (`output_layout="flat"`, Deformable DETR, mmcv, mmdeploy). The numbers are the grid_sample formulation of Deformable DETR's
 `ms_deform_attn_core_pytorch`: bilinear sampling, zeros outside the map, align_corners=False.
 """
 
@@ -25,6 +26,19 @@ NVIDIA_OP_TYPE = "MultiscaleDeformableAttnPlugin_TRT"
 NVIDIA_DOMAIN = "trt.plugins"
 # The lowest opset the decomposition emits valid ops for: GridSample is opset 16.
 DECOMPOSE_OPSET = 16
+# The output's shapes: [N, Lq, M, D] and [N, Lq, M*D] (the same bytes).
+OUTPUT_LAYOUTS = ("heads_channels", "flat")
+
+
+def check_output_layout(output_layout: str) -> None:
+    if output_layout not in OUTPUT_LAYOUTS:
+        raise ValueError(f"ms_deform_attn: output_layout must be 'heads_channels' ([N, Lq, M, D]) or 'flat' "
+                         f"([N, Lq, M*D]), got {output_layout!r}")
+
+
+def _laid_out(out: torch.Tensor, output_layout: str) -> torch.Tensor:
+    """The [N, Lq, M, D] result in the given layout."""
+    return out.flatten(2) if output_layout == "flat" else out
 
 
 def check_arguments(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
@@ -51,9 +65,11 @@ def check_arguments(value: torch.Tensor, spatial_shapes: torch.Tensor, level_sta
 
 
 def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-              sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+              sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+              output_layout: str = "heads_channels") -> torch.Tensor:
     """The op's definition: per level, bilinear grid_sample of the value map, then the weighted sum."""
     check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    check_output_layout(output_layout)
     n, s, m, d = value.shape
     _, lq, _, levels, points, _ = sampling_locations.shape
     shapes = [(int(h), int(w)) for h, w in spatial_shapes.tolist()]
@@ -73,31 +89,35 @@ def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_ind
     # [N*M, D, Lq, L*P] weighted by [N*M, 1, Lq, L*P]
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, levels * points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)
-    return out.view(n, m, d, lq).permute(0, 3, 1, 2).contiguous()
+    return _laid_out(out.view(n, m, d, lq).permute(0, 3, 1, 2).contiguous(), output_layout)
 
 
 @torch.library.custom_op("plugserve::ms_deform_attn", mutates_args=())
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+                   sampling_locations: torch.Tensor, attention_weights: torch.Tensor,
+                   output_layout: str = "heads_channels") -> torch.Tensor:
     """One implementation for every device: the compiled kernel once libplugserve.so is loadable
     (and selected, see `plugserve.ops.use_kernels`); else the reference."""
     check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    check_output_layout(output_layout)
     if use_kernels("ms_deform_attn", value):
         try:
-            return native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
-                                          attention_weights)
+            # The kernels write [N, Lq, M, D], which is [N, Lq, M*D] byte for byte.
+            return _laid_out(native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
+                                                   attention_weights), output_layout)
         except native.PluginError as error:
             if error.code == native.INVALID_ARGUMENT:  # the same ValueError the reference raises
                 raise ValueError(f"ms_deform_attn: {error}") from error
             raise
-    return reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    return reference(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output_layout)
 
 
 @ms_deform_attn.register_fake
-def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def _(value, spatial_shapes, level_start_index, sampling_locations, attention_weights, output_layout="heads_channels"):
     check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
+    check_output_layout(output_layout)
     n, _, m, d = value.shape
-    return value.new_empty((n, sampling_locations.shape[1], m, d))
+    return _laid_out(value.new_empty((n, sampling_locations.shape[1], m, d)), output_layout)
 
 
 def _int32(index):
@@ -111,22 +131,30 @@ _INPUTS = {"value": "T", "spatial_shapes": "tensor(int32)", "level_start_index":
            "sampling_locations": "T", "attention_weights": "T"}
 
 
-def onnx_translation(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
+def onnx_translation(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                     output_layout="heads_channels"):
     """The exporter's translation: one `plugserve::MSDeformAttn` node with int32 index inputs."""
-    node = plugin_op(OP_TYPE, _INPUTS, {"output": "T"}, {})
+    check_output_layout(output_layout)
+    node = plugin_op(OP_TYPE, _INPUTS, {"output": "T"}, {"output_layout": "string"})
     return node(value, _int32(spatial_shapes), _int32(level_start_index), sampling_locations, attention_weights,
-                **plugin_attributes())
+                output_layout=output_layout, **plugin_attributes())
 
 
-def onnx_translation_nvidia(value, spatial_shapes, level_start_index, sampling_locations, attention_weights):
-    """The same node as NVIDIA's TensorRT plugin (`MultiscaleDeformableAttnPlugin_TRT` version "2").
+def onnx_translation_nvidia(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
+                            output_layout="heads_channels"):
+    """The same node as NVIDIA's TensorRT plugin (`MultiscaleDeformableAttnPlugin_TRT` version "2"),
+    which returns [N, Lq, M, D] only: a Reshape follows it for the flat layout.
 
     The TensorRT parser finds a plugin by op type whatever the domain; a domain of its own keeps
     onnx.checker from looking the op up among the standard ops.
     """
+    from onnxscript import opset18 as op
+
+    check_output_layout(output_layout)
     node = plugin_op(NVIDIA_OP_TYPE, _INPUTS, {"output": "T"}, {}, domain=NVIDIA_DOMAIN)
-    return node(value, _int32(spatial_shapes), _int32(level_start_index), sampling_locations, attention_weights,
-                plugin_namespace="", plugin_version="2")
+    out = node(value, _int32(spatial_shapes), _int32(level_start_index), sampling_locations, attention_weights,
+               plugin_namespace="", plugin_version="2")
+    return op.Reshape(out, op.Constant(value_ints=[0, 0, -1])) if output_layout == "flat" else out
 
 
 def decompose(graph: gs.Graph, node: gs.Node) -> None:
@@ -141,6 +169,13 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
 
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = node.inputs
     output = node.outputs[0]
+    # NVIDIA's node has no such attribute: its layout is ours by default.
+    output_layout = node.attrs.get("output_layout", "heads_channels")
+    output_layout = output_layout.decode() if isinstance(output_layout, bytes) else output_layout
+    try:
+        check_output_layout(output_layout)
+    except ValueError as error:
+        raise ValueError(f"{node.name}: {error}") from None
     levels = _static_dim(spatial_shapes, 0) or _static_dim(sampling_locations, 3)
     if not levels:
         raise ValueError(f"{node.name}: decomposing {node.op} needs a static number of levels "
@@ -181,7 +216,10 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     weights = emit("Reshape", weights, emit("Concat", batch_heads, i64(1), lq, i64(-1), axis=0))
     summed = emit.reduce("ReduceSum", emit("Mul", stacked, weights), [-1], keepdims=0)  # [N*M, D, Lq]
     summed = emit("Reshape", summed, emit("Concat", n, m, d, lq, axis=0))
-    emit("Transpose", summed, perm=[0, 3, 1, 2], outputs=[output])
+    if output_layout == "flat":  # [N, Lq, M, D] -> [N, Lq, M*D]
+        emit("Reshape", emit("Transpose", summed, perm=[0, 3, 1, 2]), i64(0, 0, -1), outputs=[output])
+    else:
+        emit("Transpose", summed, perm=[0, 3, 1, 2], outputs=[output])
 
 
 def _static_dim(tensor: gs.Tensor, axis: int) -> int | None:
