@@ -27,10 +27,8 @@ Status validate(const Params& p) {
     const auto str = [](int64_t v) { return std::to_string(v); };
     if (p.num_levels < 1 || p.num_levels > kMaxLevels)
         return Status::Error("MSDeformAttn: number of levels must be in [1, 8], got " + str(p.num_levels));
-    if (p.num_points < 1 || p.num_points > kMaxPoints)
-        return Status::Error("MSDeformAttn: number of points must be in [1, 16], got " + str(p.num_points));
-    if (p.head_dim < 2 || p.head_dim > kMaxHeadDim || p.head_dim % 2 != 0)
-        return Status::Error("MSDeformAttn: head dim must be even and in [2, 256], got " + str(p.head_dim));
+    if (p.num_points < 1) return Status::Error("MSDeformAttn: number of points must be >= 1, got " + str(p.num_points));
+    if (p.head_dim < 1) return Status::Error("MSDeformAttn: head dim must be >= 1, got " + str(p.head_dim));
     if (p.num_heads < 1) return Status::Error("MSDeformAttn: number of heads must be >= 1, got " + str(p.num_heads));
     if (p.batch < 0 || p.num_values < 0 || p.num_queries < 0)
         return Status::Error("MSDeformAttn: batch, number of values and number of queries must be >= 0, got " +

@@ -2,6 +2,7 @@
 // can only skip a bad level, the CPU path sees the index tensors and rejects inconsistent ones.
 #include <algorithm>
 #include <string>
+#include <vector>
 
 #include "ms_deform_attn/kernel.cuh"
 
@@ -19,13 +20,13 @@ void msdaCpu(const Params& p, const Level* levels, const T* value, const T* loc,
     parallelFor(parallel, static_cast<size_t>(p.batch * p.num_queries), [&](size_t task) {
         const int64_t n = static_cast<int64_t>(task) / p.num_queries;
         const T* vbatch = value + n * p.num_values * row_stride;
-        float acc[kMaxHeadDim];
+        std::vector<float> acc(static_cast<size_t>(D));  // any D: one allocation per task of M*L*P*4*D FMAs
         for (int m = 0; m < M; ++m) {
             const int64_t group = static_cast<int64_t>(task) * M + m;
             const T* gl = loc + group * L * P * 2;
             const T* ga = attn + group * L * P;
             const T* vhead = vbatch + static_cast<int64_t>(m) * D;
-            std::fill(acc, acc + D, 0.f);
+            std::fill(acc.begin(), acc.end(), 0.f);
             for (int l = 0; l < L; ++l) {
                 for (int pt = 0; pt < P; ++pt) {
                     const int i = l * P + pt;

@@ -33,8 +33,8 @@ enum class OutputLayout { kHeadsChannels, kFlat };
 Status parseOutputLayout(const std::string& name, OutputLayout* out);
 std::vector<int64_t> outputDims(const Params&, OutputLayout);
 
-// 1 <= L <= 8, 1 <= P <= 16, D even and <= 256, M >= 1, batch/S/Lq >= 0, element counts
-// that fit the kernels' 32-bit indexing.
+// 1 <= L <= 8, P >= 1, D >= 1, M >= 1, batch/S/Lq >= 0, element counts that fit the kernels'
+// 32-bit indexing. (The CUDA launcher picks its fast path where D and the points allow, kernel.cu.)
 Status validate(const Params&);
 
 // spatial_shapes and level_start_index are DEVICE pointers here (as TensorRT passes them).

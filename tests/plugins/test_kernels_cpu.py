@@ -102,6 +102,15 @@ def test_msda_matches_the_grid_sample_reference_within_1e_5_over_random_shapes(i
                                    msg=str(case))
 
 
+# The peers' contracts: Deformable DETR's and mmcv's tests use D = 71 and 1025 (and 2048, 3096), mmcv
+# a module with D = 1, mmdeploy P = 32; D = 3 is odd and small.
+@pytest.mark.parametrize("d", [1, 3, 71, 1025])
+@pytest.mark.parametrize("p", [1, 17, 32])
+def test_msda_takes_any_head_dim_and_any_number_of_points(d, p):
+    inputs = msda_inputs(2, [(5, 7), (3, 2), (1, 1)], 2, d, 6, p, seed=d + p)
+    torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
+
+
 def test_msda_on_deformable_detr_level_sizes_matches_the_reference():
     inputs = msda_inputs(1, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 40, 4)
     torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)

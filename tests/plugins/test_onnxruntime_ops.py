@@ -192,9 +192,9 @@ def test_bad_msda_inputs_fail_the_run_with_the_reason():
     mismatched = {**inputs, "attention_weights": inputs["attention_weights"][:, :4]}
     with pytest.raises(Exception, match=r"attention_weights must be \[2, 5, 2, 2, 3\], got \[2, 4, 2, 2, 3\]"):
         s.run(None, mismatched)
-    odd_dim = msda_inputs(rng, [(4, 4), (2, 2)], d=3)
-    with pytest.raises(Exception, match="head dim must be even"):
-        s.run(None, odd_dim)
+    no_channels = msda_inputs(rng, [(4, 4), (2, 2)], d=0)
+    with pytest.raises(Exception, match="head dim must be >= 1, got 0"):
+        s.run(None, no_channels)
     # The session is still usable after the failures.
     assert s.run(None, inputs)[0].shape == (2, 5, 2, 4)
 

@@ -321,10 +321,13 @@ void msdaShapes() {
     for (int k = 0; k < 5; ++k) rin[k] = runtimeDesc(in[k].desc.type, shapes[k]);
     PluginTensorDesc rout = runtimeDesc(DataType::kHALF, shapes[5]);
     check(r->onShapeChange(rin, 5, &rout, 1) == 0, "onShapeChange accepts the encoder shapes");
-    rin[3].dims = dims({N, Lq, M, L, 17, 2});
-    rin[4].dims = dims({N, Lq, M, L, 17});
-    err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "P = 17 fails"); });
-    check(contains(err, "number of points must be in [1, 16], got 17"), "the kernel's limit is reported: " + err);
+    rin[3].dims = dims({N, Lq, M, L, 32, 2});
+    rin[4].dims = dims({N, Lq, M, L, 32});
+    check(r->onShapeChange(rin, 5, &rout, 1) == 0, "P = 32 (mmdeploy's) is accepted");
+    rin[3].dims = dims({N, Lq, M, L, 0, 2});
+    rin[4].dims = dims({N, Lq, M, L, 0});
+    err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "P = 0 fails"); });
+    check(contains(err, "number of points must be >= 1, got 0"), "the kernel's limit is reported: " + err);
     rin[4].dims = dims({N, Lq, M, L, 4});
     err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "weights with another P fail"); });
     check(contains(err, "number of points disagrees"), "the mismatch is reported: " + err);
