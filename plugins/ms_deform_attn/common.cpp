@@ -23,6 +23,16 @@ std::vector<int64_t> outputDims(const Params& p, OutputLayout layout) {
     return {p.batch, p.num_queries, p.num_heads, p.head_dim};
 }
 
+Status checkTypes(DType dtype, DType sampling_dtype) {
+    const auto name = [](DType t) {
+        return t == DType::kFloat32 ? "float32" : t == DType::kFloat16 ? "float16" : "bfloat16";
+    };
+    if (sampling_dtype == dtype || sampling_dtype == DType::kFloat32) return Status::Ok();
+    return Status::Error(std::string("MSDeformAttn: sampling_locations and attention_weights must be value's dtype (") +
+                         name(dtype) + ") or float32, got " + name(sampling_dtype) +
+                         "; cast them to float32 (coordinates are computed in float32 either way)");
+}
+
 Status validate(const Params& p) {
     const auto str = [](int64_t v) { return std::to_string(v); };
     if (p.num_levels < 1 || p.num_levels > kMaxLevels)

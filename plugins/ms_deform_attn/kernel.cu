@@ -37,11 +37,12 @@ struct alignas(sizeof(T) * kVec) Vec {
     T v[kVec];
 };
 
-template <typename T, typename IndexT, int kVec, bool kPointTable>
+// T: value and output; TS: sampling locations and attention weights (T, or float for mixed precision).
+template <typename T, typename TS, typename IndexT, int kVec, bool kPointTable>
 __global__ void __launch_bounds__(kBlock)
     msdaKernel(const T* __restrict__ value, const IndexT* __restrict__ spatial_shapes,
-               const IndexT* __restrict__ level_start_index, const T* __restrict__ sampling_locations,
-               const T* __restrict__ attention_weights, T* __restrict__ output, int num_values, int num_heads,
+               const IndexT* __restrict__ level_start_index, const TS* __restrict__ sampling_locations,
+               const TS* __restrict__ attention_weights, T* __restrict__ output, int num_values, int num_heads,
                int head_dim, int num_levels, int num_queries, int num_points, int splits, long long groups) {
     // kPointTable: the level of every sampling point, so that a lane's points need no division by P.
     // Else (more points than the table holds) one entry per level.
@@ -70,8 +71,8 @@ __global__ void __launch_bounds__(kBlock)
     const int row_stride = num_heads * head_dim;
 
     const T* vhead = value + static_cast<long long>(batch) * num_values * row_stride + head * head_dim + lane * kVec;
-    const T* loc = sampling_locations + static_cast<long long>(group) * samples * 2;
-    const T* attn = attention_weights + static_cast<long long>(group) * samples;
+    const TS* loc = sampling_locations + static_cast<long long>(group) * samples * 2;
+    const TS* attn = attention_weights + static_cast<long long>(group) * samples;
 
     float acc[kVec];
     PS_UNROLL
@@ -117,7 +118,7 @@ int splitsFor(const Params& p, int lanes, long long min_threads) {
     return splits;
 }
 
-template <typename T, typename IndexT, int kVec>
+template <typename T, typename TS, typename IndexT, int kVec>
 Status launchVec(const Params& p, const void* value, const void* spatial_shapes, const void* level_start_index,
                  const void* loc, const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const long long groups = p.batch * p.num_queries * p.num_heads;
@@ -127,11 +128,11 @@ Status launchVec(const Params& p, const void* value, const void* spatial_shapes,
     // Small problems (decoder queries) in small blocks, so that they still reach every SM.
     const int block = threads >= min_threads ? kBlock : kBlock / 4;
     const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
-    const auto kernel = p.num_levels * p.num_points <= kTableSamples ? msdaKernel<T, IndexT, kVec, true>
-                                                                     : msdaKernel<T, IndexT, kVec, false>;
+    const auto kernel = p.num_levels * p.num_points <= kTableSamples ? msdaKernel<T, TS, IndexT, kVec, true>
+                                                                     : msdaKernel<T, TS, IndexT, kVec, false>;
     kernel<<<blocks, block, 0, stream>>>(
         static_cast<const T*>(value), static_cast<const IndexT*>(spatial_shapes),
-        static_cast<const IndexT*>(level_start_index), static_cast<const T*>(loc), static_cast<const T*>(attn),
+        static_cast<const IndexT*>(level_start_index), static_cast<const TS*>(loc), static_cast<const TS*>(attn),
         static_cast<T*>(out), static_cast<int>(p.num_values), static_cast<int>(p.num_heads),
         static_cast<int>(p.head_dim), static_cast<int>(p.num_levels), static_cast<int>(p.num_queries),
         static_cast<int>(p.num_points), splits, groups);
@@ -141,21 +142,21 @@ Status launchVec(const Params& p, const void* value, const void* spatial_shapes,
 // The widest per-lane slice, from kSliceBytes down to one element (the general path), that divides
 // the head dim and the pointers' alignment.
 constexpr int kSliceBytes = 32;  // two 16-byte loads per corner
-template <typename T, typename IndexT, int kVec = kSliceBytes / sizeof(T)>
+template <typename T, typename TS, typename IndexT, int kVec = kSliceBytes / sizeof(T)>
 Status launchTyped(const Params& p, const void* value, const void* shapes, const void* starts, const void* loc,
                    const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const int bytes = kVec * static_cast<int>(sizeof(T));
     if (p.head_dim % kVec == 0 && aligned(value, bytes) && aligned(out, bytes))
-        return launchVec<T, IndexT, kVec>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+        return launchVec<T, TS, IndexT, kVec>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     if constexpr (kVec > 1) {
-        return launchTyped<T, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+        return launchTyped<T, TS, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     } else {
         return Status::Error("MSDeformAttn: value and output must be aligned to their element size (" +
                              std::to_string(bytes) + " bytes)");
     }
 }
 
-template <typename T>
+template <typename T, typename TS>
 Status launchIndex(const Params& p, IndexType index_type, const void* value, const void* shapes, const void* starts,
                    const void* loc, const void* attn, void* out, cudaStream_t stream) {
     int device = 0, sms = 0;
@@ -166,19 +167,30 @@ Status launchIndex(const Params& p, IndexType index_type, const void* value, con
     const long long min_threads = 2048LL * sms;  // as many lanes as the SMs hold
     switch (index_type) {
         case IndexType::kInt32:
-            return launchTyped<T, int32_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+            return launchTyped<T, TS, int32_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
         case IndexType::kInt64:
-            return launchTyped<T, int64_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+            return launchTyped<T, TS, int64_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     }
     return Status::Error("MSDeformAttn: unsupported index type " + std::to_string(static_cast<int>(index_type)));
 }
 
+// The sampling tensors in float32, or in value's own type.
+template <typename T>
+Status launchSampling(const Params& p, DType sampling_dtype, IndexType index_type, const void* value,
+                      const void* shapes, const void* starts, const void* loc, const void* attn, void* out,
+                      cudaStream_t stream) {
+    if (sampling_dtype == DType::kFloat32)
+        return launchIndex<T, float>(p, index_type, value, shapes, starts, loc, attn, out, stream);
+    return launchIndex<T, T>(p, index_type, value, shapes, starts, loc, attn, out, stream);
+}
+
 }  // namespace
 
-Status launch(const Params& p, DType dtype, IndexType index_type, const void* value, const void* spatial_shapes,
-              const void* level_start_index, const void* sampling_locations, const void* attention_weights,
-              void* output, cudaStream_t stream) {
+Status launch(const Params& p, DType dtype, DType sampling_dtype, IndexType index_type, const void* value,
+              const void* spatial_shapes, const void* level_start_index, const void* sampling_locations,
+              const void* attention_weights, void* output, cudaStream_t stream) {
     Status s = validate(p);
+    if (s.ok()) s = checkTypes(dtype, sampling_dtype);
     if (!s.ok()) return s;
     if (index_type != IndexType::kInt32 && index_type != IndexType::kInt64)
         return Status::Error("MSDeformAttn: unsupported index type " + std::to_string(static_cast<int>(index_type)));
@@ -188,14 +200,15 @@ Status launch(const Params& p, DType dtype, IndexType index_type, const void* va
         return Status::Error("MSDeformAttn: a data pointer is null");
     switch (dtype) {
         case DType::kFloat32:
-            return launchIndex<float>(p, index_type, value, spatial_shapes, level_start_index, sampling_locations,
-                                      attention_weights, output, stream);
+            return launchSampling<float>(p, sampling_dtype, index_type, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, output, stream);
         case DType::kFloat16:
-            return launchIndex<__half>(p, index_type, value, spatial_shapes, level_start_index, sampling_locations,
-                                       attention_weights, output, stream);
+            return launchSampling<__half>(p, sampling_dtype, index_type, value, spatial_shapes, level_start_index,
+                                          sampling_locations, attention_weights, output, stream);
         case DType::kBFloat16:
-            return launchIndex<__nv_bfloat16>(p, index_type, value, spatial_shapes, level_start_index,
-                                              sampling_locations, attention_weights, output, stream);
+            return launchSampling<__nv_bfloat16>(p, sampling_dtype, index_type, value, spatial_shapes,
+                                                 level_start_index, sampling_locations, attention_weights, output,
+                                                 stream);
     }
     return Status::Error("MSDeformAttn: unsupported dtype " + std::to_string(static_cast<int>(dtype)));
 }

@@ -42,7 +42,10 @@ TypeRule MSDeformAttnPlugin::typeRule(int32_t pos, int32_t nbInputs) const {
         case kValue: return {TypeRule::kFloat};
         case kSpatialShapes: return {TypeRule::kIndex};
         case kLevelStartIndex: return {TypeRule::kSameAs, kSpatialShapes};
-        default: return {TypeRule::kSameAs, kValue};  // locations, weights and the output
+        // value's type, or float32 with a half value: coordinates are fp32 in the kernel either way.
+        case kSamplingLocations: return {TypeRule::kSameAsOrFloat32, kValue};
+        case kAttentionWeights: return {TypeRule::kSameAs, kSamplingLocations};
+        default: return {TypeRule::kSameAs, kValue};  // the output
     }
 }
 
@@ -94,11 +97,13 @@ Status MSDeformAttnPlugin::launch(const nvinfer1::PluginTensorDesc* in, const nv
                                   const void* const* inputs, void* output, cudaStream_t stream) const {
     nvinfer1::Dims dims[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) dims[i] = in[i].dims;
-    DType dtype;
+    DType dtype, sampling_dtype;
     IndexType itype;
     if (Status s = dtypeOf(kInputNames[kValue], in[kValue].type, &dtype); !s.ok()) return s;
+    if (Status s = dtypeOf(kInputNames[kSamplingLocations], in[kSamplingLocations].type, &sampling_dtype); !s.ok())
+        return s;
     if (Status s = indexTypeOf(kInputNames[kSpatialShapes], in[kSpatialShapes].type, &itype); !s.ok()) return s;
-    return msda::launch(paramsFrom(dims), dtype, itype, inputs[kValue], inputs[kSpatialShapes],
+    return msda::launch(paramsFrom(dims), dtype, sampling_dtype, itype, inputs[kValue], inputs[kSpatialShapes],
                         inputs[kLevelStartIndex], inputs[kSamplingLocations], inputs[kAttentionWeights], output,
                         stream);
 }

@@ -5,7 +5,9 @@
 // Written against the C API alone: the C++ wrappers report errors by throwing, and nothing may
 // throw across ORT's C boundary, so every entry point here returns an OrtStatus instead. ORT picks
 // one kernel per node by execution provider and input element types, so each op is registered once
-// for each (provider, float type, index type); all registrations share one kernel implementation.
+// for each (provider, float type, index type), MSDeformAttn also with float32 sampling locations and
+// attention weights beside a float16/bfloat16 value (mixed precision); all registrations share one
+// kernel implementation.
 #include <climits>
 #include <exception>
 #include <memory>
@@ -58,6 +60,7 @@ struct OpDef : OrtCustomOp {
     OpKind kind;
     Device device;
     ONNXTensorElementDataType float_type, index_type;
+    ONNXTensorElementDataType sampling_type;  // MSDeformAttn's sampling_locations and attention_weights
 };
 
 const OpDef& def(const OrtCustomOp* op) { return *static_cast<const OpDef*>(op); }
@@ -197,7 +200,8 @@ size_t ORT_API_CALL inputCount(const OrtCustomOp* op) noexcept { return def(op).
 ONNXTensorElementDataType ORT_API_CALL inputType(const OrtCustomOp* op, size_t index) noexcept {
     const OpDef& d = def(op);
     const bool is_index = d.kind == OpKind::kResize ? index == 1 : index == 1 || index == 2;
-    return is_index ? d.index_type : d.float_type;
+    if (is_index) return d.index_type;
+    return d.kind == OpKind::kMsda && (index == 3 || index == 4) ? d.sampling_type : d.float_type;
 }
 
 size_t ORT_API_CALL outputCount(const OrtCustomOp*) noexcept { return 1; }
@@ -226,7 +230,8 @@ size_t ORT_API_CALL noPairs(int** input_index, int** output_index) noexcept {
 }
 void ORT_API_CALL releaseNoPairs(int*, int*) noexcept {}
 
-OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, ONNXTensorElementDataType index_type) {
+OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, ONNXTensorElementDataType index_type,
+             ONNXTensorElementDataType sampling_type) {
     OpDef d{};
     d.version = ORT_API_VERSION;
     d.GetName = opName;
@@ -256,6 +261,7 @@ OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, O
     d.device = device;
     d.float_type = float_type;
     d.index_type = index_type;
+    d.sampling_type = sampling_type;
     return d;
 }
 
@@ -266,8 +272,11 @@ const std::vector<OpDef>& ops() {
             for (OpKind kind : {OpKind::kResize, OpKind::kMsda})
                 for (auto t : {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
                                ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16})
-                    for (auto i : {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64})
-                        v.push_back(makeOp(kind, device, t, i));
+                    for (auto i : {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64}) {
+                        v.push_back(makeOp(kind, device, t, i, t));
+                        if (kind == OpKind::kMsda && t != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+                            v.push_back(makeOp(kind, device, t, i, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+                    }
         return v;
     }();
     return all;

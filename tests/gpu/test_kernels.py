@@ -128,6 +128,18 @@ def test_msda_general_path_for_any_head_dim_and_points_matches_the_reference(cas
         assert (out.double() - exact).abs().max().item() <= ref_err + torch.finfo(dtype).eps * exact.abs().max().item()
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", [MSDA_CASES[1], GENERAL_MSDA_CASES[2], GENERAL_MSDA_CASES[3]])
+def test_msda_of_a_half_value_with_float32_locations_and_weights_is_the_float32_result_rounded_once(case, dtype):
+    value, shapes, starts, loc, weights = msda_inputs(*case)
+    half = value.to(dtype)
+    out = native.ms_deform_attn(half, shapes, starts, loc, weights)
+    assert out.dtype == dtype
+    expected = msda_reference(half.float(), shapes, starts, loc, weights)
+    ulp = torch.finfo(dtype).eps * expected.abs().max().item()
+    assert (out.float() - expected).abs().max().item() <= ulp + 1e-5
+
+
 def test_msda_on_value_aligned_to_one_element_takes_the_general_path():
     # A view one element into its storage: no 2-element slice is aligned, so one channel per lane.
     value, shapes, starts, loc, weights = msda_inputs(1, [(6, 5), (3, 3)], 2, 8, 7, 3)

@@ -65,6 +65,29 @@ def test_flat_output_layout_is_the_same_numbers_as_n_lq_m_times_d():
         torch.ops.plugserve.ms_deform_attn(*inputs, output_layout="rows")
 
 
+def test_op_takes_a_half_value_with_float32_locations_and_returns_value_dtype():
+    value, *rest = make_inputs(LEVEL_SETS[0])
+    out = torch.ops.plugserve.ms_deform_attn(value.half(), *rest)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, ms_deform_attn.reference(value.half().float(), *rest).half())
+
+
+def test_float64_is_refused_as_the_c_abi_refuses_it_and_runs_on_the_reference_when_selected():
+    from plugserve import ops
+
+    inputs = make_inputs(LEVEL_SETS[1])
+    as_double = [t.double() if t.is_floating_point() else t for t in inputs]
+    locations_only = [*inputs[:3], inputs[3].double(), inputs[4].double()]
+    for args in (as_double, locations_only):
+        with pytest.raises(ValueError, match=r"dtype must be one of .* got float64.*set_implementation\('reference'\)"):
+            torch.ops.plugserve.ms_deform_attn(*args)
+    ops.set_implementation("reference")
+    try:
+        torch.testing.assert_close(torch.ops.plugserve.ms_deform_attn(*as_double), ms_deform_attn.reference(*as_double))
+    finally:
+        ops.set_implementation("plugserve")
+
+
 def test_op_accepts_int32_indices():
     inputs = make_inputs(LEVEL_SETS[0])
     as_int32 = make_inputs(LEVEL_SETS[0], index_dtype=torch.int32)
@@ -144,6 +167,21 @@ def test_decomposition_of_the_flat_output_layout_is_n_lq_m_times_d(opset):
     (got,) = ort.InferenceSession(model.SerializeToString()).run(
         None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
     np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs, output_layout="flat").numpy(), rtol=0, atol=1e-5)
+
+
+def test_decomposition_of_a_float16_value_with_float32_locations_computes_in_float32():
+    model = _plugin_model(2, output_layout="flat")
+    for info in [*model.graph.input, *model.graph.output]:
+        if info.name in ("value", "output"):
+            info.type.tensor_type.elem_type = TensorProto.FLOAT16
+    decomposed = decompose(model)
+    value, *rest = make_inputs(LEVEL_SETS[1], index_dtype=torch.int32)
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    (got,) = ort.InferenceSession(decomposed.SerializeToString()).run(
+        None, {name: t.numpy() for name, t in zip(names, [value.half(), *rest], strict=True)})
+    assert got.dtype == np.float16
+    expected = ms_deform_attn.reference(value.half().float(), *rest, output_layout="flat").half()
+    np.testing.assert_allclose(got.astype(np.float32), expected.float().numpy(), rtol=0, atol=1e-3)
 
 
 def test_decompose_refuses_an_unknown_output_layout_naming_the_choices():

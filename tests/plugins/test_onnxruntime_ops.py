@@ -56,16 +56,18 @@ def resize_model(mode: str = "bicubic", align_corners: int = 0, size_type: int =
                              **{"mode": mode, "align_corners": align_corners, **PLUGIN_ATTRS, **attrs})
 
 
-def msda_model(levels: int, index_type: int = TensorProto.INT32, output_layout: str | None = None) -> onnx.ModelProto:
-    """One MSDeformAttn node; output_layout None leaves the (optional) attribute out."""
-    f = TensorProto.FLOAT
+def msda_model(levels: int, index_type: int = TensorProto.INT32, output_layout: str | None = None,
+               value_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """One MSDeformAttn node; output_layout None leaves the (optional) attribute out. value_type other than
+    float: mixed precision, with float32 locations and weights."""
+    f, v = TensorProto.FLOAT, value_type
     layout = {} if output_layout is None else {"output_layout": output_layout}
     return single_node_model(
         "MSDeformAttn",
-        {"value": (f, ["N", "S", "M", "D"]), "spatial_shapes": (index_type, [levels, 2]),
+        {"value": (v, ["N", "S", "M", "D"]), "spatial_shapes": (index_type, [levels, 2]),
          "level_start_index": (index_type, [levels]), "sampling_locations": (f, ["N", "Q", "M", levels, "P", 2]),
          "attention_weights": (f, ["N", "Q", "M", levels, "P"])},
-        {"output": (f, ["N", "Q", "MD"] if output_layout == "flat" else ["N", "Q", "M", "D"])}, domain="plugserve",
+        {"output": (v, ["N", "Q", "MD"] if output_layout == "flat" else ["N", "Q", "M", "D"])}, domain="plugserve",
         **PLUGIN_ATTRS, **layout)
 
 
@@ -175,6 +177,17 @@ def test_bad_resize_inputs_fail_the_run_with_the_reason(x_shape, size, message):
     s = session(model)
     with pytest.raises(Exception, match=message):
         s.run(None, {"x": np.zeros(x_shape, np.float32), "size": np.array(size, np.int64)})
+
+
+def test_ms_deform_attn_of_a_float16_value_with_float32_locations_runs_natively():
+    rng = np.random.default_rng(7)
+    inputs = msda_inputs(rng, [(5, 3), (3, 2)], m=3, d=8, p=4)
+    inputs["value"] = inputs["value"].astype(np.float16)
+    [native] = session(msda_model(2, value_type=TensorProto.FLOAT16)).run(None, inputs)
+    assert native.dtype == np.float16
+    t = {k: torch.from_numpy(a) for k, a in inputs.items()}
+    expected = ms_deform_attn.reference(t["value"].float(), *list(t.values())[1:]).half().numpy()
+    np.testing.assert_allclose(native.astype(np.float32), expected.astype(np.float32), rtol=0, atol=2e-3)
 
 
 def test_an_unknown_msda_output_layout_fails_session_creation_naming_the_choices():

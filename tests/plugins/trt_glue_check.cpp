@@ -305,7 +305,16 @@ void msdaShapes() {
                                    DataType::kHALF, DataType::kHALF};
     for (int k = 0; k < 6; ++k) mixed[k] = desc(mixedTypes[k], shapes[k]);
     check(!b->supportsFormatCombination(2, mixed, 5, 1), "level_start_index must match spatial_shapes' type");
-    check(!b->supportsFormatCombination(3, mixed, 5, 1), "sampling_locations must match value's type");
+    check(b->supportsFormatCombination(3, mixed, 5, 1), "float32 sampling_locations beside a half value (mixed)");
+    check(!b->supportsFormatCombination(4, mixed, 5, 1), "attention_weights must match sampling_locations' type");
+    mixed[3] = desc(DataType::kBF16, shapes[3]);
+    check(!b->supportsFormatCombination(3, mixed, 5, 1), "sampling_locations: value's type or float32 only");
+    mixed[3] = desc(DataType::kFLOAT, shapes[3]);
+    mixed[4] = desc(DataType::kFLOAT, shapes[4]);
+    check(b->supportsFormatCombination(4, mixed, 5, 1) && b->supportsFormatCombination(5, mixed, 5, 1),
+          "mixed precision: float32 weights, output in value's type");
+    mixed[5] = desc(DataType::kFLOAT, shapes[5]);
+    check(!b->supportsFormatCombination(5, mixed, 5, 1), "the output has value's type, not the locations'");
 
     DynamicPluginTensorDesc in[5];
     for (int k = 0; k < 5; ++k) in[k] = desc(k == 1 || k == 2 ? DataType::kINT64 : DataType::kHALF, shapes[k]);

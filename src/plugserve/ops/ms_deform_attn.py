@@ -2,7 +2,8 @@
 
 Inputs (N batch, S = sum of level H*W, M heads, D channels per head, L levels, Lq queries, P points):
 value [N, S, M, D], spatial_shapes [L, 2] int (H, W per level), level_start_index [L] int,
-sampling_locations [N, Lq, M, L, P, 2] (x, y in [0, 1]), attention_weights [N, Lq, M, L, P].
+sampling_locations [N, Lq, M, L, P, 2] (x, y in [0, 1]), attention_weights [N, Lq, M, L, P]; the last two
+in value's dtype, or float32 beside a float16/bfloat16 value (mixed precision; the output is value's dtype).
 Output [N, Lq, M, D] (`output_layout="heads_channels"`, NVIDIA's plugin) or the same numbers as
 [N, Lq, M*D] (`output_layout="flat"`, Deformable DETR, mmcv, mmdeploy). The numbers are the grid_sample formulation of Deformable DETR's
 `ms_deform_attn_core_pytorch`: bilinear sampling, zeros outside the map, align_corners=False.
@@ -78,7 +79,10 @@ def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_ind
         if h < 1 or w < 1 or start < 0 or start + h * w > s:
             raise ValueError(f"ms_deform_attn: level of shape ({h}, {w}) starting at {start} "
                              f"does not fit in value's S={s}")
-    grids = 2 * sampling_locations - 1  # grid_sample's [-1, 1] coordinates
+    # Mixed precision (a half value, float32 locations and weights): computed in float32, returned in value's dtype.
+    out_dtype = value.dtype
+    value = value.to(torch.promote_types(value.dtype, sampling_locations.dtype))
+    grids = 2 * sampling_locations.to(value.dtype) - 1  # grid_sample's [-1, 1] coordinates
     samples = []
     for level, ((h, w), start) in enumerate(zip(shapes, starts, strict=True)):
         # [N, H*W, M, D] -> [N*M, D, H, W]
@@ -87,9 +91,9 @@ def reference(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_ind
         grid_l = grids[:, :, :, level].transpose(1, 2).flatten(0, 1)
         samples.append(F.grid_sample(value_l, grid_l, mode="bilinear", padding_mode="zeros", align_corners=False))
     # [N*M, D, Lq, L*P] weighted by [N*M, 1, Lq, L*P]
-    weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, levels * points)
+    weights = attention_weights.to(value.dtype).transpose(1, 2).reshape(n * m, 1, lq, levels * points)
     out = (torch.stack(samples, dim=-2).flatten(-2) * weights).sum(-1)
-    return _laid_out(out.view(n, m, d, lq).permute(0, 3, 1, 2).contiguous(), output_layout)
+    return _laid_out(out.view(n, m, d, lq).permute(0, 3, 1, 2).to(out_dtype).contiguous(), output_layout)
 
 
 @torch.library.custom_op("plugserve::ms_deform_attn", mutates_args=())
@@ -100,7 +104,8 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     (and selected, see `plugserve.ops.use_kernels`); else the reference."""
     check_arguments(value, spatial_shapes, level_start_index, sampling_locations, attention_weights)
     check_output_layout(output_layout)
-    if use_kernels("ms_deform_attn", value):
+    # Both the value and the sampling tensors in a dtype the kernels take (float64 is refused as the C ABI does).
+    if use_kernels("ms_deform_attn", value) and use_kernels("ms_deform_attn", sampling_locations):
         try:
             # The kernels write [N, Lq, M, D], which is [N, Lq, M*D] byte for byte.
             return _laid_out(native.ms_deform_attn(value, spatial_shapes, level_start_index, sampling_locations,
@@ -164,6 +169,7 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     the index tensors at run time, so one graph serves every image size.
     """
     import numpy as np
+    import onnx
 
     from plugserve.ops.graph import Emitter, detach
 
@@ -189,6 +195,12 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     # GridSample spells bilinear "linear" from opset 20 on.
     bilinear = "linear" if int(graph.opset) >= 20 else "bilinear"
     float_type = np.dtype(sampling_locations.dtype) if sampling_locations.dtype is not None else np.float32
+    # Mixed precision (a half value, float32 locations and weights): sampled and summed in float32, as the
+    # kernels do, and the output cast back to value's dtype.
+    value_type = np.dtype(value.dtype) if value.dtype is not None else float_type
+    mixed = value_type != float_type
+    if mixed:
+        value = emit("Cast", value, to=onnx.helper.np_dtype_to_tensor_dtype(float_type))
 
     shapes = emit("Cast", spatial_shapes, to=7)
     starts = emit("Cast", level_start_index, to=7)
@@ -216,10 +228,13 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     weights = emit("Reshape", weights, emit("Concat", batch_heads, i64(1), lq, i64(-1), axis=0))
     summed = emit.reduce("ReduceSum", emit("Mul", stacked, weights), [-1], keepdims=0)  # [N*M, D, Lq]
     summed = emit("Reshape", summed, emit("Concat", n, m, d, lq, axis=0))
-    if output_layout == "flat":  # [N, Lq, M, D] -> [N, Lq, M*D]
-        emit("Reshape", emit("Transpose", summed, perm=[0, 3, 1, 2]), i64(0, 0, -1), outputs=[output])
-    else:
-        emit("Transpose", summed, perm=[0, 3, 1, 2], outputs=[output])
+    flat = output_layout == "flat"
+    # The last of Transpose, Reshape (flat), Cast (mixed) writes the node's output.
+    result = emit("Transpose", summed, perm=[0, 3, 1, 2], outputs=None if flat or mixed else [output])  # [N, Lq, M, D]
+    if flat:
+        result = emit("Reshape", result, i64(0, 0, -1), outputs=None if mixed else [output])  # [N, Lq, M*D]
+    if mixed:
+        emit("Cast", result, to=onnx.helper.np_dtype_to_tensor_dtype(value_type), outputs=[output])
 
 
 def _static_dim(tensor: gs.Tensor, axis: int) -> int | None:
