@@ -184,6 +184,33 @@ def test_decomposition_of_a_float16_value_with_float32_locations_computes_in_flo
     np.testing.assert_allclose(got.astype(np.float32), expected.float().numpy(), rtol=0, atol=1e-3)
 
 
+class _FlatAttention(torch.nn.Module):
+    def forward(self, value, spatial_shapes, level_start_index, locations, weights):
+        return torch.ops.plugserve.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights,
+                                                  output_layout="flat")
+
+
+def test_dynamo_export_of_a_flat_mixed_precision_call_carries_both_and_decomposes_to_the_reference():
+    import warnings
+
+    from plugserve.ops import custom_translation_table
+
+    value, *rest = make_inputs(LEVEL_SETS[1])
+    args = (value.half(), *rest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.onnx.export(_FlatAttention(), args, dynamo=True, verbose=False,
+                                  custom_translation_table=custom_translation_table()).model_proto
+    [node] = [n for n in graph.graph.node if n.op_type == "MSDeformAttn"]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["output_layout"] == b"flat"
+    session = ort.InferenceSession(decompose(graph).SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    (got,) = session.run(None, {name: t.numpy() for name, t in zip(names, args, strict=True)})
+    assert got.dtype == np.float16 and got.shape == (2, 5, 8)
+    expected = ms_deform_attn.reference(value.half().float(), *rest, output_layout="flat")
+    np.testing.assert_allclose(got.astype(np.float32), expected.numpy(), rtol=0, atol=2e-3)
+
+
 def test_decompose_refuses_an_unknown_output_layout_naming_the_choices():
     with pytest.raises(ValueError, match=r"MSDeformAttn: ms_deform_attn: output_layout must be 'heads_channels'"):
         decompose(_plugin_model(2, output_layout="rows"))

@@ -132,8 +132,9 @@ def _int32(index):
     return op.Cast(index, to=6)
 
 
+# S: T, or float32 beside a half T (mixed precision).
 _INPUTS = {"value": "T", "spatial_shapes": "tensor(int32)", "level_start_index": "tensor(int32)",
-           "sampling_locations": "T", "attention_weights": "T"}
+           "sampling_locations": "S", "attention_weights": "S"}
 
 
 def onnx_translation(value, spatial_shapes, level_start_index, sampling_locations, attention_weights,
