@@ -36,7 +36,9 @@ Status checkTypes(DType dtype, DType sampling_dtype) {
 Status validate(const Params& p) {
     const auto str = [](int64_t v) { return std::to_string(v); };
     if (p.num_levels < 1 || p.num_levels > kMaxLevels)
-        return Status::Error("MSDeformAttn: number of levels must be in [1, 8], got " + str(p.num_levels));
+        return Status::Error("MSDeformAttn: number of levels must be in [1, 8] (the kernels' level table), got " +
+                             str(p.num_levels) +
+                             "; the op is a sum over levels: split them over calls of at most 8 and add the outputs");
     if (p.num_points < 1) return Status::Error("MSDeformAttn: number of points must be >= 1, got " + str(p.num_points));
     if (p.head_dim < 1) return Status::Error("MSDeformAttn: head dim must be >= 1, got " + str(p.head_dim));
     if (p.num_heads < 1) return Status::Error("MSDeformAttn: number of heads must be >= 1, got " + str(p.num_heads));

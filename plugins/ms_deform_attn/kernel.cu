@@ -52,8 +52,8 @@ __global__ void __launch_bounds__(kBlock)
     for (int i = threadIdx.x; i < entries; i += blockDim.x) {
         const int l = kPointTable ? i / num_points : i;
         level_of[i] = makeLevel(static_cast<int64_t>(spatial_shapes[2 * l]),
-                                    static_cast<int64_t>(spatial_shapes[2 * l + 1]),
-                                    static_cast<int64_t>(level_start_index[l]), num_values);
+                                static_cast<int64_t>(spatial_shapes[2 * l + 1]),
+                                static_cast<int64_t>(level_start_index[l]), num_values);
     }
     __syncthreads();
 
@@ -152,7 +152,7 @@ Status launchTyped(const Params& p, const void* value, const void* shapes, const
         return launchTyped<T, TS, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     } else {
         return Status::Error("MSDeformAttn: value and output must be aligned to their element size (" +
-                             std::to_string(bytes) + " bytes)");
+                             std::to_string(bytes) + " bytes); pass tensors as an allocator returns them, or copies");
     }
 }
 
