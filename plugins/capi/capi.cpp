@@ -77,8 +77,9 @@ Status resizeArgs(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, i
     return toDType(dtype, "DynamicResize", t);
 }
 
-Status msdaArgs(int dtype, int index_type, DType* t, IndexType* it) {
-    const Status s = toDType(dtype, "MSDeformAttn", t);
+Status msdaArgs(int dtype, int sampling_dtype, int index_type, DType* t, DType* st, IndexType* it) {
+    Status s = toDType(dtype, "MSDeformAttn", t);
+    if (s.ok()) s = toDType(sampling_dtype, "MSDeformAttn (sampling_dtype)", st);
     return s.ok() ? toIndexType(index_type, it) : s;
 }
 
@@ -124,16 +125,16 @@ PLUGSERVE_API int plugserve_dynamic_resize_cpu(int64_t batch, int64_t channels, 
 
 PLUGSERVE_API int plugserve_ms_deform_attn(int64_t batch, int64_t num_values, int64_t num_heads, int64_t head_dim,
                                            int64_t num_levels, int64_t num_queries, int64_t num_points, int dtype,
-                                           int index_type, const void* value, const void* spatial_shapes,
+                                           int sampling_dtype, int index_type, const void* value, const void* spatial_shapes,
                                            const void* level_start_index, const void* sampling_locations,
                                            const void* attention_weights, void* output, void* stream) {
     return guarded([&] {
         const plugserve::ms_deform_attn::Params p{batch, num_values, num_heads, head_dim,
                                                   num_levels, num_queries, num_points};
-        DType t;
+        DType t, st;
         IndexType it;
-        const Status s = msdaArgs(dtype, index_type, &t, &it);
-        return s.ok() ? plugserve::ms_deform_attn::launch(p, t, it, value, spatial_shapes, level_start_index,
+        const Status s = msdaArgs(dtype, sampling_dtype, index_type, &t, &st, &it);
+        return s.ok() ? plugserve::ms_deform_attn::launch(p, t, st, it, value, spatial_shapes, level_start_index,
                                                           sampling_locations, attention_weights, output,
                                                           static_cast<cudaStream_t>(stream))
                       : s;
@@ -142,17 +143,18 @@ PLUGSERVE_API int plugserve_ms_deform_attn(int64_t batch, int64_t num_values, in
 
 PLUGSERVE_API int plugserve_ms_deform_attn_cpu(int64_t batch, int64_t num_values, int64_t num_heads,
                                                int64_t head_dim, int64_t num_levels, int64_t num_queries,
-                                               int64_t num_points, int dtype, int index_type, const void* value,
+                                               int64_t num_points, int dtype, int sampling_dtype, int index_type,
+                                               const void* value,
                                                const void* spatial_shapes, const void* level_start_index,
                                                const void* sampling_locations, const void* attention_weights,
                                                void* output) {
     return guarded([&] {
         const plugserve::ms_deform_attn::Params p{batch, num_values, num_heads, head_dim,
                                                   num_levels, num_queries, num_points};
-        DType t;
+        DType t, st;
         IndexType it;
-        const Status s = msdaArgs(dtype, index_type, &t, &it);
-        return s.ok() ? plugserve::ms_deform_attn::runCpu(p, t, it, value, spatial_shapes, level_start_index,
+        const Status s = msdaArgs(dtype, sampling_dtype, index_type, &t, &st, &it);
+        return s.ok() ? plugserve::ms_deform_attn::runCpu(p, t, st, it, value, spatial_shapes, level_start_index,
                                                           sampling_locations, attention_weights, output)
                       : s;
     });

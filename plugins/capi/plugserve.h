@@ -40,16 +40,19 @@ int plugserve_dynamic_resize_cpu(int64_t batch, int64_t channels, int64_t in_h, 
 /* value [batch, num_values, num_heads, head_dim], spatial_shapes [num_levels, 2],
  * level_start_index [num_levels], sampling_locations [batch, num_queries, num_heads, num_levels,
  * num_points, 2], attention_weights [batch, num_queries, num_heads, num_levels, num_points] ->
- * output [batch, num_queries, num_heads, head_dim]. For the GPU call all pointers are device
- * pointers; levels inconsistent with `value` contribute zero there, while the CPU call rejects them. */
+ * output [batch, num_queries, num_heads, head_dim], which is also the plugin's "flat" output layout
+ * [batch, num_queries, num_heads * head_dim] byte for byte. For the GPU call all pointers are device
+ * pointers; levels inconsistent with `value` contribute zero there, while the CPU call rejects them.
+ * `dtype` is value's and the output's, `sampling_dtype` that of sampling_locations and attention_weights:
+ * `dtype` again, or PLUGSERVE_FLOAT32 with a float16/bfloat16 value (mixed precision). */
 int plugserve_ms_deform_attn(int64_t batch, int64_t num_values, int64_t num_heads, int64_t head_dim,
-                             int64_t num_levels, int64_t num_queries, int64_t num_points, int dtype, int index_type,
-                             const void* value, const void* spatial_shapes, const void* level_start_index,
+                             int64_t num_levels, int64_t num_queries, int64_t num_points, int dtype, int sampling_dtype,
+                             int index_type, const void* value, const void* spatial_shapes, const void* level_start_index,
                              const void* sampling_locations, const void* attention_weights, void* output,
                              void* stream);
 int plugserve_ms_deform_attn_cpu(int64_t batch, int64_t num_values, int64_t num_heads, int64_t head_dim,
                                  int64_t num_levels, int64_t num_queries, int64_t num_points, int dtype,
-                                 int index_type, const void* value, const void* spatial_shapes,
+                                 int sampling_dtype, int index_type, const void* value, const void* spatial_shapes,
                                  const void* level_start_index, const void* sampling_locations,
                                  const void* attention_weights, void* output);
 

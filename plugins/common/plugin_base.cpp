@@ -82,6 +82,8 @@ bool accepts(const TypeRule& rule, const nvinfer1::DynamicPluginTensorDesc* inOu
         case TypeRule::kIndex: return isIndex;
         case TypeRule::kFloatOrIndex: return isFloat || isIndex;
         case TypeRule::kSameAs: return rule.same_as < pos && type == inOut[rule.same_as].desc.type;
+        case TypeRule::kSameAsOrFloat32:
+            return rule.same_as < pos && (type == inOut[rule.same_as].desc.type || type == nvinfer1::DataType::kFLOAT);
     }
     return false;
 }

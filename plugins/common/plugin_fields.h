@@ -17,11 +17,14 @@
 namespace plugserve::trt {
 
 // One attribute: its field name and the member of the plugin's attribute struct that holds it.
-// int32_t members travel as kINT32 with one value, std::string members as kCHAR.
+// int32_t members travel as kINT32 with one value, std::string members as kCHAR. An optional field
+// that a node or plan lacks keeps the value the attribute struct is initialized with: attributes
+// added later stay readable from graphs and plans written before them.
 template <typename Attrs>
 struct Field {
     const char* name;
     std::variant<int32_t Attrs::*, std::string Attrs::*> member;
+    bool optional = false;
 };
 
 template <typename Attrs>
@@ -74,7 +77,7 @@ Status parseFields(const FieldTable<Attrs>& table, const nvinfer1::PluginFieldCo
         if (!s.ok()) return s;
     }
     for (size_t k = 0; k < table.size(); ++k) {
-        if (!seen[k])
+        if (!seen[k] && !table[k].optional)
             return Status::Error(std::string("missing field '") + table[k].name + "' (" +
                                  fieldTypeName(fieldType(table[k])) + ")");
     }

@@ -11,6 +11,12 @@
 // from 11.9 to 5.0 us and left the encoder as it was; 16- or 64-byte slices, batching two points'
 // loads per lane (122 registers), 1024-thread blocks and splitting the encoder's points too were
 // slower on the encoder or the larger decoders.
+//
+// The general path, for what the measured shapes never needed, is the same kernel with two
+// template switches and so leaves the fast path's code as it was: more than kTableSamples points
+// per group (P = 32 with 8 levels) keep one table entry per level and find a point's level by a
+// division; a head dim that no 2-element slice divides (odd D, or pointers aligned to one element)
+// runs one channel per lane (kVec = 1).
 #include <algorithm>
 #include <cstdint>
 #include <string>
@@ -23,27 +29,31 @@ namespace {
 
 constexpr int kBlock = 256;
 constexpr int kWarp = 32;
-constexpr int kMaxSamples = kMaxLevels * kMaxPoints;
+// The fast path's table of every sampling point's level holds this many (8 levels x 16 points).
+constexpr int kTableSamples = 128;
 
 template <typename T, int kVec>
 struct alignas(sizeof(T) * kVec) Vec {
     T v[kVec];
 };
 
-template <typename T, typename IndexT, int kVec>
+// T: value and output; TS: sampling locations and attention weights (T, or float for mixed precision).
+template <typename T, typename TS, typename IndexT, int kVec, bool kPointTable>
 __global__ void __launch_bounds__(kBlock)
     msdaKernel(const T* __restrict__ value, const IndexT* __restrict__ spatial_shapes,
-               const IndexT* __restrict__ level_start_index, const T* __restrict__ sampling_locations,
-               const T* __restrict__ attention_weights, T* __restrict__ output, int num_values, int num_heads,
+               const IndexT* __restrict__ level_start_index, const TS* __restrict__ sampling_locations,
+               const TS* __restrict__ attention_weights, T* __restrict__ output, int num_values, int num_heads,
                int head_dim, int num_levels, int num_queries, int num_points, int splits, long long groups) {
-    // The level of every sampling point, so that a lane's points need no division by P.
-    __shared__ Level sample_level[kMaxSamples];
+    // kPointTable: the level of every sampling point, so that a lane's points need no division by P.
+    // Else (more points than the table holds) one entry per level.
+    __shared__ Level level_of[kPointTable ? kTableSamples : kMaxLevels];
     const int samples = num_levels * num_points;
-    for (int i = threadIdx.x; i < samples; i += blockDim.x) {
-        const int l = i / num_points;
-        sample_level[i] = makeLevel(static_cast<int64_t>(spatial_shapes[2 * l]),
-                                    static_cast<int64_t>(spatial_shapes[2 * l + 1]),
-                                    static_cast<int64_t>(level_start_index[l]), num_values);
+    const int entries = kPointTable ? samples : num_levels;
+    for (int i = threadIdx.x; i < entries; i += blockDim.x) {
+        const int l = kPointTable ? i / num_points : i;
+        level_of[i] = makeLevel(static_cast<int64_t>(spatial_shapes[2 * l]),
+                                static_cast<int64_t>(spatial_shapes[2 * l + 1]),
+                                static_cast<int64_t>(level_start_index[l]), num_values);
     }
     __syncthreads();
 
@@ -61,15 +71,15 @@ __global__ void __launch_bounds__(kBlock)
     const int row_stride = num_heads * head_dim;
 
     const T* vhead = value + static_cast<long long>(batch) * num_values * row_stride + head * head_dim + lane * kVec;
-    const T* loc = sampling_locations + static_cast<long long>(group) * samples * 2;
-    const T* attn = attention_weights + static_cast<long long>(group) * samples;
+    const TS* loc = sampling_locations + static_cast<long long>(group) * samples * 2;
+    const TS* attn = attention_weights + static_cast<long long>(group) * samples;
 
     float acc[kVec];
     PS_UNROLL
     for (int j = 0; j < kVec; ++j) acc[j] = 0.f;
 
     for (int i = active ? split : samples; i < samples; i += splits) {
-        const Level lv = sample_level[i];
+        const Level lv = level_of[kPointTable ? i : i / num_points];
         if (lv.h == 0) continue;
         const Corners c = bilinearCorners(toFloat(loc[2 * i]), toFloat(loc[2 * i + 1]), lv.h, lv.w);
         const float a = toFloat(attn[i]);
@@ -108,7 +118,7 @@ int splitsFor(const Params& p, int lanes, long long min_threads) {
     return splits;
 }
 
-template <typename T, typename IndexT, int kVec>
+template <typename T, typename TS, typename IndexT, int kVec>
 Status launchVec(const Params& p, const void* value, const void* spatial_shapes, const void* level_start_index,
                  const void* loc, const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const long long groups = p.batch * p.num_queries * p.num_heads;
@@ -118,33 +128,35 @@ Status launchVec(const Params& p, const void* value, const void* spatial_shapes,
     // Small problems (decoder queries) in small blocks, so that they still reach every SM.
     const int block = threads >= min_threads ? kBlock : kBlock / 4;
     const unsigned blocks = static_cast<unsigned>((threads + block - 1) / block);
-    msdaKernel<T, IndexT, kVec><<<blocks, block, 0, stream>>>(
+    const auto kernel = p.num_levels * p.num_points <= kTableSamples ? msdaKernel<T, TS, IndexT, kVec, true>
+                                                                     : msdaKernel<T, TS, IndexT, kVec, false>;
+    kernel<<<blocks, block, 0, stream>>>(
         static_cast<const T*>(value), static_cast<const IndexT*>(spatial_shapes),
-        static_cast<const IndexT*>(level_start_index), static_cast<const T*>(loc), static_cast<const T*>(attn),
+        static_cast<const IndexT*>(level_start_index), static_cast<const TS*>(loc), static_cast<const TS*>(attn),
         static_cast<T*>(out), static_cast<int>(p.num_values), static_cast<int>(p.num_heads),
         static_cast<int>(p.head_dim), static_cast<int>(p.num_levels), static_cast<int>(p.num_queries),
         static_cast<int>(p.num_points), splits, groups);
     return cudaStatus(cudaGetLastError(), "MSDeformAttn: kernel launch");
 }
 
-// The widest per-lane slice, from kSliceBytes down to two elements, that divides the head dim and
-// the pointers' alignment.
+// The widest per-lane slice, from kSliceBytes down to one element (the general path), that divides
+// the head dim and the pointers' alignment.
 constexpr int kSliceBytes = 32;  // two 16-byte loads per corner
-template <typename T, typename IndexT, int kVec = kSliceBytes / sizeof(T)>
+template <typename T, typename TS, typename IndexT, int kVec = kSliceBytes / sizeof(T)>
 Status launchTyped(const Params& p, const void* value, const void* shapes, const void* starts, const void* loc,
                    const void* attn, void* out, long long min_threads, cudaStream_t stream) {
     const int bytes = kVec * static_cast<int>(sizeof(T));
     if (p.head_dim % kVec == 0 && aligned(value, bytes) && aligned(out, bytes))
-        return launchVec<T, IndexT, kVec>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
-    if constexpr (kVec > 2) {
-        return launchTyped<T, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+        return launchVec<T, TS, IndexT, kVec>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+    if constexpr (kVec > 1) {
+        return launchTyped<T, TS, IndexT, kVec / 2>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     } else {
-        return Status::Error("MSDeformAttn: value and output must be aligned to " + std::to_string(bytes) +
-                             " bytes (two elements)");
+        return Status::Error("MSDeformAttn: value and output must be aligned to their element size (" +
+                             std::to_string(bytes) + " bytes); pass tensors as an allocator returns them, or copies");
     }
 }
 
-template <typename T>
+template <typename T, typename TS>
 Status launchIndex(const Params& p, IndexType index_type, const void* value, const void* shapes, const void* starts,
                    const void* loc, const void* attn, void* out, cudaStream_t stream) {
     int device = 0, sms = 0;
@@ -155,19 +167,30 @@ Status launchIndex(const Params& p, IndexType index_type, const void* value, con
     const long long min_threads = 2048LL * sms;  // as many lanes as the SMs hold
     switch (index_type) {
         case IndexType::kInt32:
-            return launchTyped<T, int32_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+            return launchTyped<T, TS, int32_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
         case IndexType::kInt64:
-            return launchTyped<T, int64_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
+            return launchTyped<T, TS, int64_t>(p, value, shapes, starts, loc, attn, out, min_threads, stream);
     }
     return Status::Error("MSDeformAttn: unsupported index type " + std::to_string(static_cast<int>(index_type)));
 }
 
+// The sampling tensors in float32, or in value's own type.
+template <typename T>
+Status launchSampling(const Params& p, DType sampling_dtype, IndexType index_type, const void* value,
+                      const void* shapes, const void* starts, const void* loc, const void* attn, void* out,
+                      cudaStream_t stream) {
+    if (sampling_dtype == DType::kFloat32)
+        return launchIndex<T, float>(p, index_type, value, shapes, starts, loc, attn, out, stream);
+    return launchIndex<T, T>(p, index_type, value, shapes, starts, loc, attn, out, stream);
+}
+
 }  // namespace
 
-Status launch(const Params& p, DType dtype, IndexType index_type, const void* value, const void* spatial_shapes,
-              const void* level_start_index, const void* sampling_locations, const void* attention_weights,
-              void* output, cudaStream_t stream) {
+Status launch(const Params& p, DType dtype, DType sampling_dtype, IndexType index_type, const void* value,
+              const void* spatial_shapes, const void* level_start_index, const void* sampling_locations,
+              const void* attention_weights, void* output, cudaStream_t stream) {
     Status s = validate(p);
+    if (s.ok()) s = checkTypes(dtype, sampling_dtype);
     if (!s.ok()) return s;
     if (index_type != IndexType::kInt32 && index_type != IndexType::kInt64)
         return Status::Error("MSDeformAttn: unsupported index type " + std::to_string(static_cast<int>(index_type)));
@@ -177,14 +200,15 @@ Status launch(const Params& p, DType dtype, IndexType index_type, const void* va
         return Status::Error("MSDeformAttn: a data pointer is null");
     switch (dtype) {
         case DType::kFloat32:
-            return launchIndex<float>(p, index_type, value, spatial_shapes, level_start_index, sampling_locations,
-                                      attention_weights, output, stream);
+            return launchSampling<float>(p, sampling_dtype, index_type, value, spatial_shapes, level_start_index,
+                                         sampling_locations, attention_weights, output, stream);
         case DType::kFloat16:
-            return launchIndex<__half>(p, index_type, value, spatial_shapes, level_start_index, sampling_locations,
-                                       attention_weights, output, stream);
+            return launchSampling<__half>(p, sampling_dtype, index_type, value, spatial_shapes, level_start_index,
+                                          sampling_locations, attention_weights, output, stream);
         case DType::kBFloat16:
-            return launchIndex<__nv_bfloat16>(p, index_type, value, spatial_shapes, level_start_index,
-                                              sampling_locations, attention_weights, output, stream);
+            return launchSampling<__nv_bfloat16>(p, sampling_dtype, index_type, value, spatial_shapes,
+                                                 level_start_index, sampling_locations, attention_weights, output,
+                                                 stream);
     }
     return Status::Error("MSDeformAttn: unsupported dtype " + std::to_string(static_cast<int>(dtype)));
 }

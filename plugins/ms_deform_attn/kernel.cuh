@@ -12,8 +12,6 @@
 namespace plugserve::ms_deform_attn {
 
 constexpr int kMaxLevels = 8;
-constexpr int kMaxPoints = 16;
-constexpr int kMaxHeadDim = 256;
 
 // One level of the value tensor: rows start .. start + h*w - 1. h == 0 marks a level whose
 // shape or start index does not fit `value`; it is skipped.

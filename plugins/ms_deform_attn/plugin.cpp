@@ -26,8 +26,14 @@ msda::Params paramsFrom(const nvinfer1::Dims* in) {
 }  // namespace
 
 const FieldTable<MSDeformAttnAttrs>& MSDeformAttnPlugin::fields() {
-    static const FieldTable<MSDeformAttnAttrs> table;
+    static const FieldTable<MSDeformAttnAttrs> table = {
+        {"output_layout", &MSDeformAttnAttrs::output_layout, /*optional=*/true}};
     return table;
+}
+
+Status MSDeformAttnPlugin::checkAttrs(const MSDeformAttnAttrs& attrs) {
+    msda::OutputLayout unused;
+    return msda::parseOutputLayout(attrs.output_layout, &unused);
 }
 
 TypeRule MSDeformAttnPlugin::typeRule(int32_t pos, int32_t nbInputs) const {
@@ -36,7 +42,10 @@ TypeRule MSDeformAttnPlugin::typeRule(int32_t pos, int32_t nbInputs) const {
         case kValue: return {TypeRule::kFloat};
         case kSpatialShapes: return {TypeRule::kIndex};
         case kLevelStartIndex: return {TypeRule::kSameAs, kSpatialShapes};
-        default: return {TypeRule::kSameAs, kValue};  // locations, weights and the output
+        // value's type, or float32 with a half value: coordinates are fp32 in the kernel either way.
+        case kSamplingLocations: return {TypeRule::kSameAsOrFloat32, kValue};
+        case kAttentionWeights: return {TypeRule::kSameAs, kSamplingLocations};
+        default: return {TypeRule::kSameAs, kValue};  // the output
     }
 }
 
@@ -63,13 +72,20 @@ Status MSDeformAttnPlugin::checkInputs(const nvinfer1::Dims* in, int32_t nbInput
 
 Status MSDeformAttnPlugin::outputShape(const nvinfer1::DimsExprs* in, int32_t /*nbInputs*/,
                                        const nvinfer1::DimsExprs* /*shapeInputs*/, int32_t nbShapeInputs,
-                                       nvinfer1::DimsExprs& out, nvinfer1::IExprBuilder& /*builder*/) const {
+                                       nvinfer1::DimsExprs& out, nvinfer1::IExprBuilder& builder) const {
     if (nbShapeInputs != 0) return Status::Error("takes no shape inputs, got " + std::to_string(nbShapeInputs));
-    out.nbDims = 4;  // [N, Lq, M, D]
+    msda::OutputLayout layout;
+    if (Status s = msda::parseOutputLayout(attrs().output_layout, &layout); !s.ok()) return s;
     out.d[0] = in[kValue].d[0];
     out.d[1] = in[kSamplingLocations].d[1];
-    out.d[2] = in[kValue].d[2];
-    out.d[3] = in[kValue].d[3];
+    if (layout == msda::OutputLayout::kFlat) {  // [N, Lq, M*D]
+        out.nbDims = 3;
+        out.d[2] = builder.operation(nvinfer1::DimensionOperation::kPROD, *in[kValue].d[2], *in[kValue].d[3]);
+    } else {  // [N, Lq, M, D]
+        out.nbDims = 4;
+        out.d[2] = in[kValue].d[2];
+        out.d[3] = in[kValue].d[3];
+    }
     return Status::Ok();
 }
 
@@ -81,11 +97,13 @@ Status MSDeformAttnPlugin::launch(const nvinfer1::PluginTensorDesc* in, const nv
                                   const void* const* inputs, void* output, cudaStream_t stream) const {
     nvinfer1::Dims dims[kNbInputs];
     for (int32_t i = 0; i < kNbInputs; ++i) dims[i] = in[i].dims;
-    DType dtype;
+    DType dtype, sampling_dtype;
     IndexType itype;
     if (Status s = dtypeOf(kInputNames[kValue], in[kValue].type, &dtype); !s.ok()) return s;
+    if (Status s = dtypeOf(kInputNames[kSamplingLocations], in[kSamplingLocations].type, &sampling_dtype); !s.ok())
+        return s;
     if (Status s = indexTypeOf(kInputNames[kSpatialShapes], in[kSpatialShapes].type, &itype); !s.ok()) return s;
-    return msda::launch(paramsFrom(dims), dtype, itype, inputs[kValue], inputs[kSpatialShapes],
+    return msda::launch(paramsFrom(dims), dtype, sampling_dtype, itype, inputs[kValue], inputs[kSpatialShapes],
                         inputs[kLevelStartIndex], inputs[kSamplingLocations], inputs[kAttentionWeights], output,
                         stream);
 }

@@ -7,15 +7,17 @@
 
 namespace plugserve::trt {
 
-// The op has no attributes; the empty table still drives the creator and serialization, so an
-// unexpected field is rejected like for any other plugin.
-struct MSDeformAttnAttrs {};
+// output_layout (optional, README.md): the shape of the output, "heads_channels" [N, Lq, M, D] or
+// "flat" [N, Lq, M*D].
+struct MSDeformAttnAttrs {
+    std::string output_layout = "heads_channels";
+};
 
 class MSDeformAttnPlugin : public PluginV3<MSDeformAttnPlugin, MSDeformAttnAttrs> {
 public:
     static constexpr const char* kName = "MSDeformAttn";
     static const FieldTable<MSDeformAttnAttrs>& fields();
-    static Status checkAttrs(const MSDeformAttnAttrs&) { return Status::Ok(); }
+    static Status checkAttrs(const MSDeformAttnAttrs& attrs);
 
     using PluginV3::PluginV3;
 

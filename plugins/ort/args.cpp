@@ -63,11 +63,14 @@ Status resizeParams(const ResizeAttrs& attrs, const Tensor& x, const Tensor& siz
 }
 
 // The sizes [N, S, M, D, L, Lq, P] once the five shapes agree (the kernels trust them).
-Status msdaParams(const Tensor (&in)[kMsdaInputs], ms_deform_attn::Params* p, DType* dtype, IndexType* index) {
+Status msdaParams(const Tensor (&in)[kMsdaInputs], ms_deform_attn::Params* p, DType* dtype, DType* sampling_dtype,
+                  IndexType* index) {
     const auto& [value, shapes, starts, loc, attn] = in;
     if (Status s = floatType(value.elem_type, "MSDeformAttn: value", dtype); !s.ok()) return s;
-    if (loc.elem_type != value.elem_type || attn.elem_type != value.elem_type)
-        return Status::Error("MSDeformAttn: value, sampling_locations and attention_weights must share an element type");
+    if (Status s = floatType(loc.elem_type, "MSDeformAttn: sampling_locations", sampling_dtype); !s.ok()) return s;
+    if (attn.elem_type != loc.elem_type)
+        return Status::Error("MSDeformAttn: sampling_locations and attention_weights must share an element type");
+    if (Status s = ms_deform_attn::checkTypes(*dtype, *sampling_dtype); !s.ok()) return s;
     if (Status s = indexType(shapes.elem_type, "MSDeformAttn: spatial_shapes", index); !s.ok()) return s;
     if (starts.elem_type != shapes.elem_type)
         return Status::Error("MSDeformAttn: spatial_shapes and level_start_index must share an element type");
@@ -128,26 +131,27 @@ Status runResize(Device device, const ResizeAttrs& attrs, const Tensor& x, const
     return dynamic_resize::runCpu(p, dtype, x.data, y, parallel);
 }
 
-Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], std::vector<int64_t>* out) {
+Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], ms_deform_attn::OutputLayout layout,
+                      std::vector<int64_t>* out) {
     ms_deform_attn::Params p;
-    DType dtype;
+    DType dtype, sampling_dtype;
     IndexType index;
-    if (Status s = msdaParams(in, &p, &dtype, &index); !s.ok()) return s;
-    *out = {p.batch, p.num_queries, p.num_heads, p.head_dim};
+    if (Status s = msdaParams(in, &p, &dtype, &sampling_dtype, &index); !s.ok()) return s;
+    *out = ms_deform_attn::outputDims(p, layout);
     return Status::Ok();
 }
 
 Status runMsda(Device device, const Tensor (&in)[kMsdaInputs], void* output, void* stream,
                const ParallelFor* parallel) {
     ms_deform_attn::Params p;
-    DType dtype;
+    DType dtype, sampling_dtype;
     IndexType index;
-    if (Status s = msdaParams(in, &p, &dtype, &index); !s.ok()) return s;
+    if (Status s = msdaParams(in, &p, &dtype, &sampling_dtype, &index); !s.ok()) return s;
     const auto& [value, shapes, starts, loc, attn] = in;
     if (device == Device::kCuda)
-        return ms_deform_attn::launch(p, dtype, index, value.data, shapes.data, starts.data, loc.data, attn.data,
+        return ms_deform_attn::launch(p, dtype, sampling_dtype, index, value.data, shapes.data, starts.data, loc.data, attn.data,
                                       output, static_cast<cudaStream_t>(stream));
-    return ms_deform_attn::runCpu(p, dtype, index, value.data, shapes.data, starts.data, loc.data, attn.data, output,
+    return ms_deform_attn::runCpu(p, dtype, sampling_dtype, index, value.data, shapes.data, starts.data, loc.data, attn.data, output,
                                   parallel);
 }
 

@@ -13,6 +13,7 @@
 #include "common/parallel.h"
 #include "common/status.h"
 #include "dynamic_resize/kernel.h"
+#include "ms_deform_attn/kernel.h"
 
 namespace plugserve::ort {
 
@@ -42,7 +43,7 @@ Status runResize(Device, const ResizeAttrs&, const Tensor& x, const Tensor& size
 
 // Inputs: value, spatial_shapes, level_start_index, sampling_locations, attention_weights.
 constexpr size_t kMsdaInputs = 5;
-Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], std::vector<int64_t>* out);
+Status msdaOutputDims(const Tensor (&in)[kMsdaInputs], ms_deform_attn::OutputLayout, std::vector<int64_t>* out);
 Status runMsda(Device, const Tensor (&in)[kMsdaInputs], void* output, void* stream, const ParallelFor* parallel);
 
 // Inputs the kernel reads in host memory whatever the device: ORT copies them there first.

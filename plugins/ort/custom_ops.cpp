@@ -5,7 +5,9 @@
 // Written against the C API alone: the C++ wrappers report errors by throwing, and nothing may
 // throw across ORT's C boundary, so every entry point here returns an OrtStatus instead. ORT picks
 // one kernel per node by execution provider and input element types, so each op is registered once
-// for each (provider, float type, index type); all registrations share one kernel implementation.
+// for each (provider, float type, index type), MSDeformAttn also with float32 sampling locations and
+// attention weights beside a float16/bfloat16 value (mixed precision); all registrations share one
+// kernel implementation.
 #include <climits>
 #include <exception>
 #include <memory>
@@ -58,6 +60,7 @@ struct OpDef : OrtCustomOp {
     OpKind kind;
     Device device;
     ONNXTensorElementDataType float_type, index_type;
+    ONNXTensorElementDataType sampling_type;  // MSDeformAttn's sampling_locations and attention_weights
 };
 
 const OpDef& def(const OrtCustomOp* op) { return *static_cast<const OpDef*>(op); }
@@ -66,6 +69,7 @@ struct Kernel {
     OpKind kind;
     Device device;
     ResizeAttrs resize;
+    ms_deform_attn::OutputLayout msda_layout;
 };
 
 OrtStatus* readTensor(const OrtValue* value, const char* name, Tensor* t) {
@@ -128,7 +132,7 @@ OrtStatus* compute(const Kernel& k, OrtKernelContext* context) {
                                                        "sampling_locations", "attention_weights"};
     Tensor in[kMsdaInputs];
     PS_ORT_RETURN_IF_ERROR(readInputs(context, names, kMsdaInputs, in));
-    PS_ORT_RETURN_IF_ERROR(toOrt(msdaOutputDims(in, &dims)));
+    PS_ORT_RETURN_IF_ERROR(toOrt(msdaOutputDims(in, k.msda_layout, &dims)));
     PS_ORT_RETURN_IF_ERROR(allocateOutput(context, dims, &out));
     return toOrt(runMsda(k.device, in, out, stream, parallel));
 }
@@ -157,7 +161,7 @@ void intAttribute(const OrtKernelInfo* info, const char* name, int64_t* value, b
 OrtStatus* ORT_API_CALL createKernel(const OrtCustomOp* op, const OrtApi*, const OrtKernelInfo* info,
                                      void** kernel) noexcept {
     return guarded([&]() -> OrtStatus* {
-        auto k = std::make_unique<Kernel>(Kernel{def(op).kind, def(op).device, {}});
+        auto k = std::make_unique<Kernel>(Kernel{def(op).kind, def(op).device, {}, {}});
         if (k->kind == OpKind::kResize) {
             std::string mode;
             int64_t align_corners = 0;
@@ -166,6 +170,11 @@ OrtStatus* ORT_API_CALL createKernel(const OrtCustomOp* op, const OrtApi*, const
             intAttribute(info, "align_corners", &align_corners, &has_align);
             PS_ORT_RETURN_IF_ERROR(toOrt(parseResizeAttrs(has_mode ? &mode : nullptr,
                                                           has_align ? &align_corners : nullptr, &k->resize)));
+        } else {
+            std::string layout = "heads_channels";  // the attribute is optional, as in the TensorRT plugin
+            bool has_layout = false;
+            PS_ORT_RETURN_IF_ERROR(stringAttribute(info, "output_layout", &layout, &has_layout));
+            PS_ORT_RETURN_IF_ERROR(toOrt(ms_deform_attn::parseOutputLayout(layout, &k->msda_layout)));
         }
         *kernel = k.release();
         return nullptr;
@@ -191,7 +200,8 @@ size_t ORT_API_CALL inputCount(const OrtCustomOp* op) noexcept { return def(op).
 ONNXTensorElementDataType ORT_API_CALL inputType(const OrtCustomOp* op, size_t index) noexcept {
     const OpDef& d = def(op);
     const bool is_index = d.kind == OpKind::kResize ? index == 1 : index == 1 || index == 2;
-    return is_index ? d.index_type : d.float_type;
+    if (is_index) return d.index_type;
+    return d.kind == OpKind::kMsda && (index == 3 || index == 4) ? d.sampling_type : d.float_type;
 }
 
 size_t ORT_API_CALL outputCount(const OrtCustomOp*) noexcept { return 1; }
@@ -220,7 +230,8 @@ size_t ORT_API_CALL noPairs(int** input_index, int** output_index) noexcept {
 }
 void ORT_API_CALL releaseNoPairs(int*, int*) noexcept {}
 
-OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, ONNXTensorElementDataType index_type) {
+OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, ONNXTensorElementDataType index_type,
+             ONNXTensorElementDataType sampling_type) {
     OpDef d{};
     d.version = ORT_API_VERSION;
     d.GetName = opName;
@@ -250,6 +261,7 @@ OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, O
     d.device = device;
     d.float_type = float_type;
     d.index_type = index_type;
+    d.sampling_type = sampling_type;
     return d;
 }
 
@@ -260,8 +272,11 @@ const std::vector<OpDef>& ops() {
             for (OpKind kind : {OpKind::kResize, OpKind::kMsda})
                 for (auto t : {ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16,
                                ONNX_TENSOR_ELEMENT_DATA_TYPE_BFLOAT16})
-                    for (auto i : {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64})
-                        v.push_back(makeOp(kind, device, t, i));
+                    for (auto i : {ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64}) {
+                        v.push_back(makeOp(kind, device, t, i, t));
+                        if (kind == OpKind::kMsda && t != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT)
+                            v.push_back(makeOp(kind, device, t, i, ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT));
+                    }
         return v;
     }();
     return all;

@@ -109,7 +109,7 @@ def load() -> ctypes.CDLL:
     resize: list[Any] = [i64] * 6 + [text, i32, i32, ptr, ptr]
     lib.plugserve_dynamic_resize.argtypes = [*resize, ptr]
     lib.plugserve_dynamic_resize_cpu.argtypes = resize
-    msda: list[Any] = [i64] * 7 + [i32, i32] + [ptr] * 6
+    msda: list[Any] = [i64] * 7 + [i32, i32, i32] + [ptr] * 6  # sizes, dtype, sampling dtype, index type
     lib.plugserve_ms_deform_attn.argtypes = [*msda, ptr]
     lib.plugserve_ms_deform_attn_cpu.argtypes = msda
     for name in ("plugserve_dynamic_resize", "plugserve_dynamic_resize_cpu", "plugserve_ms_deform_attn",
@@ -151,6 +151,15 @@ def _index_code(name: str) -> int:
     if name not in _INDEX_CODES:
         raise ValueError(f"ms_deform_attn: spatial_shapes and level_start_index must be int32 or int64, got {name}")
     return _INDEX_CODES[name]
+
+
+def _sampling_code(value: str, locations: str, weights: str) -> int:
+    """The C ABI's sampling dtype: value's, or float32 beside a half value (mixed precision)."""
+    if locations != weights or locations not in (value, "float32"):
+        raise ValueError(f"ms_deform_attn: sampling_locations and attention_weights must share value's dtype or be "
+                         f"float32 (coordinates are computed in float32 either way), got value {value}, "
+                         f"sampling_locations {locations}, attention_weights {weights}")
+    return _dtype_code(locations, "ms_deform_attn")
 
 
 def _resize_args(shape: tuple[int, ...], out_h: int, out_w: int, mode: str, align_corners: bool) -> list[Any]:
@@ -204,13 +213,12 @@ def ms_deform_attn_numpy(value: np.ndarray, spatial_shapes: np.ndarray, level_st
                                           attention_weights))
     starts = starts.astype(shapes.dtype, copy=False)
     sizes = _msda_sizes(value.shape, locations.shape, weights.shape, shapes.shape, starts.shape)
-    if locations.dtype != value.dtype or weights.dtype != value.dtype:
-        raise ValueError(f"ms_deform_attn: value, sampling_locations and attention_weights must share a dtype, "
-                         f"got {value.dtype}, {locations.dtype}, {weights.dtype}")
+    sampling = _sampling_code(value.dtype.name, locations.dtype.name, weights.dtype.name)
     n, _, m, d, _, lq, _ = sizes
     out = np.empty((n, lq, m, d), dtype=value.dtype)
     _check(lib, lib.plugserve_ms_deform_attn_cpu(
-        *sizes, _dtype_code(value.dtype.name, "ms_deform_attn"), _index_code(shapes.dtype.name), value.ctypes.data,
+        *sizes, _dtype_code(value.dtype.name, "ms_deform_attn"), sampling, _index_code(shapes.dtype.name),
+        value.ctypes.data,
         shapes.ctypes.data, starts.ctypes.data, locations.ctypes.data, weights.ctypes.data, out.ctypes.data))
     return out
 
@@ -271,14 +279,14 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: torch.Tensor, level_star
     for name, t in (("sampling_locations", sampling_locations), ("attention_weights", attention_weights)):
         if t.device != device:
             raise ValueError(f"ms_deform_attn: {name} is on {t.device}, value on {device}")
-        if t.dtype != value.dtype:
-            raise ValueError(f"ms_deform_attn: {name} is {t.dtype}, value {value.dtype}; they must share a dtype")
     value, locations, weights = (t.contiguous() for t in (value, sampling_locations, attention_weights))
     shapes = spatial_shapes.to(device=device).contiguous()
     starts = level_start_index.to(device=device, dtype=shapes.dtype).contiguous()
     sizes = _msda_sizes(tuple(value.shape), tuple(locations.shape), tuple(weights.shape), tuple(shapes.shape),
                         tuple(starts.shape))
-    codes = (_dtype_code(_torch_dtype_name(value), "ms_deform_attn"), _index_code(_torch_dtype_name(shapes)))
+    codes = (_dtype_code(_torch_dtype_name(value), "ms_deform_attn"),
+             _sampling_code(_torch_dtype_name(value), _torch_dtype_name(locations), _torch_dtype_name(weights)),
+             _index_code(_torch_dtype_name(shapes)))
     n, _, m, d, _, lq, _ = sizes
     out = value.new_empty((n, lq, m, d))
     pointers = (value.data_ptr(), shapes.data_ptr(), starts.data_ptr(), locations.data_ptr(), weights.data_ptr(),

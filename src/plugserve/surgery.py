@@ -145,6 +145,10 @@ _RESIZE_DEFAULTS = {
     "keep_aspect_ratio_policy": "stretch",
 }
 _MSDA_LEGACY = "MultiscaleDeformableAttnPlugin_TRT"
+# mmdeploy's node for mmcv's MultiScaleDeformableAttnFunction: the same five inputs, output [N, Lq, M*D].
+# Its im2col_step only sets how many images mmcv's CUDA kernel takes at a time, not the numbers.
+_MSDA_MMDEPLOY = ("mmdeploy", "MMCVMultiScaleDeformableAttention")
+_MSDA_MMDEPLOY_ATTRIBUTES = ("im2col_step",)
 _RESIZE_LEGACY = ("Test", "DynamicTRTResize")
 # Attributes a legacy MSDA node may carry that say where its plugin lives, not what it computes.
 _PLUGIN_LOOKUP_ATTRIBUTES = ("plugin_version", "plugin_namespace")
@@ -288,8 +292,8 @@ def _int32(emit, index) -> object:
 
 def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
     """Rewrite into plugserve plugin nodes: Resize nodes whose sizes are computed at run time, the
-    tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size tensor) and
-    `MultiscaleDeformableAttnPlugin_TRT` under any domain. `log` gets one line per rewrite, and a
+    tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size tensor),
+    `MultiscaleDeformableAttnPlugin_TRT` under any domain and mmdeploy's `MMCVMultiScaleDeformableAttention`. `log` gets one line per rewrite, and a
     warning where a "runtime" size is a constant baked in at export.
 
     Refuses (PluginizeError, graph unchanged) when a recognised node cannot be mapped faithfully.
@@ -334,14 +338,17 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
                                f"got {len(node.inputs)} inputs and attributes {sorted(node.attrs)}")
                 continue
             rewrites.append(("legacy_resize", node, (mode, int(node.attrs.get("align_corners", 0))), label))
-        elif node.op == _MSDA_LEGACY:
-            extra = set(node.attrs) - set(_PLUGIN_LOOKUP_ATTRIBUTES)
+        elif node.op == _MSDA_LEGACY or (node.domain, node.op) == _MSDA_MMDEPLOY:
+            mmdeploy = node.op != _MSDA_LEGACY
+            own = _MSDA_MMDEPLOY_ATTRIBUTES if mmdeploy else ()
+            extra = set(node.attrs) - {*_PLUGIN_LOOKUP_ATTRIBUTES, *own}
             if extra or len(node.inputs) != 5 or len(node.outputs) != 1:
                 refused.append(f"{label}: expected 5 inputs (value, spatial_shapes, level_start_index, sampling "
-                               f"locations, attention weights), 1 output and no attributes of its own; got "
+                               f"locations, attention weights), 1 output and "
+                               f"{f'no attributes but {list(own)}' if own else 'no attributes of its own'}; got "
                                f"{len(node.inputs)} inputs, {len(node.outputs)} outputs, attributes {sorted(extra)}")
                 continue
-            rewrites.append(("msda", node, None, label))
+            rewrites.append(("msda", node, mmdeploy, label))
     if refused:
         raise PluginizeError("pluginize: cannot map these nodes faithfully, nothing was rewritten:\n  "
                              + "\n  ".join(refused))
@@ -377,16 +384,15 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
             value, shapes, starts, locations, weights = node.inputs
             detach(node)
             indices = [_int32(emit, shapes), _int32(emit, starts)]
-            # Some exports declare NVIDIA's output as [N, Lq, M*D]; ours is [N, Lq, M, D].
-            flat = output.shape is not None and len(output.shape) == 3
-            result = gs.Variable(f"{emit.prefix}/MSDeformAttn/out", dtype=output.dtype) if flat else output
-            graph.nodes.append(_plugin_node(emit, "MSDeformAttn", [value, *indices, locations, weights], [result],
-                                            plugin_attributes(), DOMAIN))
-            if flat:
-                emit("Reshape", result, emit.int64(0, 0, -1), outputs=[output])
+            # mmdeploy's output is [N, Lq, M*D], and some exports declare NVIDIA's so: the same bytes as
+            # [N, Lq, M, D], which MSDeformAttn gives that shape itself.
+            flat = plan or (output.shape is not None and len(output.shape) == 3)
+            layout = "flat" if flat else "heads_channels"
+            graph.nodes.append(_plugin_node(emit, "MSDeformAttn", [value, *indices, locations, weights], [output],
+                                            {"output_layout": layout, **plugin_attributes()}, DOMAIN))
             casts = sum(1 for new, old in zip(indices, (shapes, starts), strict=True) if new is not old)
-            log(f"pluginize: {label} -> {DOMAIN}::MSDeformAttn ({casts} int64->int32 index cast(s)"
-                f"{', output reshaped to rank 3' if flat else ''})")
+            log(f"pluginize: {label} -> {DOMAIN}::MSDeformAttn output_layout={layout} ({casts} int64->int32 "
+                f"index cast(s))")
 
     graph.cleanup().toposort()
     out = gs.export_onnx(graph)

@@ -91,7 +91,19 @@ MSDA_CASES = [
     (1, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 300, 4),
     (2, [(5, 5)], 1, 2, 6, 1),
     (1, [(6, 7), (4, 4), (3, 2), (2, 2), (1, 3)], 2, 6, 9, 8),  # D=6: 2-wide vectors
-    (1, [(9, 8)] * 8, 2, 256, 5, 16),  # largest L, P and D
+    (1, [(9, 8)] * 8, 2, 256, 5, 16),  # 8 levels x 16 points: the fast path's full table of point levels
+]
+# The general path: one channel per lane (odd D), one level entry per level (L * P > 128), and both;
+# D and P from the peers' tests (Deformable DETR, mmcv: D = 1, 71, 1025, 2048, 3096; mmdeploy: P = 32).
+GENERAL_MSDA_CASES = [
+    (2, [(7, 9), (3, 4), (1, 1)], 3, 1, 11, 4),  # D = 1: splits reach a full warp
+    (2, [(7, 9), (3, 4)], 2, 3, 40, 17),
+    (1, [(12, 10), (6, 5), (3, 3), (2, 1)], 2, 71, 33, 32),  # L * P = 128 still fits the table
+    (1, [(9, 8)] * 8, 2, 8, 7, 17),  # L * P = 136: per-level table, vector slices
+    (1, [(9, 8)] * 8, 2, 71, 5, 32),  # per-level table and one channel per lane
+    (1, [(16, 12), (8, 6)], 1, 1025, 9, 4),
+    (2, [(16, 12), (8, 6)], 1, 2048, 9, 2),
+    (1, [(16, 12), (8, 6)], 1, 3096, 5, 3),  # 3096 = 8 x 387 lanes, no power of two: no splits
 ]
 
 
@@ -101,6 +113,39 @@ def test_msda_matches_the_grid_sample_reference_in_fp32_within_1e_5(case, index_
     inputs = msda_inputs(*case, index_dtype=index_dtype)
     out = native.ms_deform_attn(*inputs)
     torch.testing.assert_close(out, msda_reference(*inputs), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", GENERAL_MSDA_CASES)
+def test_msda_general_path_for_any_head_dim_and_points_matches_the_reference(case, dtype):
+    inputs = msda_inputs(*case, dtype=dtype)
+    out = native.ms_deform_attn(*inputs)
+    exact = msda_reference(*[t.double() if t.is_floating_point() else t for t in inputs])
+    if dtype == torch.float32:
+        torch.testing.assert_close(out, msda_reference(*inputs), atol=1e-5, rtol=0)
+    else:
+        ref_err = (msda_reference(*inputs).double() - exact).abs().max().item()
+        assert (out.double() - exact).abs().max().item() <= ref_err + torch.finfo(dtype).eps * exact.abs().max().item()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("case", [MSDA_CASES[1], GENERAL_MSDA_CASES[2], GENERAL_MSDA_CASES[3]])
+def test_msda_of_a_half_value_with_float32_locations_and_weights_is_the_float32_result_rounded_once(case, dtype):
+    value, shapes, starts, loc, weights = msda_inputs(*case)
+    half = value.to(dtype)
+    out = native.ms_deform_attn(half, shapes, starts, loc, weights)
+    assert out.dtype == dtype
+    expected = msda_reference(half.float(), shapes, starts, loc, weights)
+    ulp = torch.finfo(dtype).eps * expected.abs().max().item()
+    assert (out.float() - expected).abs().max().item() <= ulp + 1e-5
+
+
+def test_msda_on_value_aligned_to_one_element_takes_the_general_path():
+    # A view one element into its storage: no 2-element slice is aligned, so one channel per lane.
+    value, shapes, starts, loc, weights = msda_inputs(1, [(6, 5), (3, 3)], 2, 8, 7, 3)
+    shifted = torch.empty(value.numel() + 1, device="cuda")[1:].view_as(value).copy_(value)
+    torch.testing.assert_close(native.ms_deform_attn(shifted, shapes, starts, loc, weights),
+                               msda_reference(value, shapes, starts, loc, weights), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -55,6 +55,39 @@ def test_op_matches_the_point_by_point_definition(shapes):
     np.testing.assert_allclose(got.numpy(), direct(*inputs), rtol=0, atol=1e-5)
 
 
+def test_flat_output_layout_is_the_same_numbers_as_n_lq_m_times_d():
+    inputs = make_inputs(LEVEL_SETS[0])
+    flat = torch.ops.plugserve.ms_deform_attn(*inputs, output_layout="flat")
+    assert flat.shape == (2, 5, 2 * 4)
+    torch.testing.assert_close(flat, torch.ops.plugserve.ms_deform_attn(*inputs).flatten(2), rtol=0, atol=0)
+    torch.testing.assert_close(flat, ms_deform_attn.reference(*inputs, output_layout="flat"), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match=r"output_layout must be 'heads_channels' \(\[N, Lq, M, D\]\) or 'flat'"):
+        torch.ops.plugserve.ms_deform_attn(*inputs, output_layout="rows")
+
+
+def test_op_takes_a_half_value_with_float32_locations_and_returns_value_dtype():
+    value, *rest = make_inputs(LEVEL_SETS[0])
+    out = torch.ops.plugserve.ms_deform_attn(value.half(), *rest)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out, ms_deform_attn.reference(value.half().float(), *rest).half())
+
+
+def test_float64_is_refused_as_the_c_abi_refuses_it_and_runs_on_the_reference_when_selected():
+    from plugserve import ops
+
+    inputs = make_inputs(LEVEL_SETS[1])
+    as_double = [t.double() if t.is_floating_point() else t for t in inputs]
+    locations_only = [*inputs[:3], inputs[3].double(), inputs[4].double()]
+    for args in (as_double, locations_only):
+        with pytest.raises(ValueError, match=r"dtype must be one of .* got float64.*set_implementation\('reference'\)"):
+            torch.ops.plugserve.ms_deform_attn(*args)
+    ops.set_implementation("reference")
+    try:
+        torch.testing.assert_close(torch.ops.plugserve.ms_deform_attn(*as_double), ms_deform_attn.reference(*as_double))
+    finally:
+        ops.set_implementation("plugserve")
+
+
 def test_op_accepts_int32_indices():
     inputs = make_inputs(LEVEL_SETS[0])
     as_int32 = make_inputs(LEVEL_SETS[0], index_dtype=torch.int32)
@@ -62,8 +95,9 @@ def test_op_accepts_int32_indices():
 
 
 def test_op_passes_torch_library_opcheck():
-    torch.library.opcheck(torch.ops.plugserve.ms_deform_attn.default, make_inputs(LEVEL_SETS[1]),
-                          test_utils=("test_schema", "test_faketensor"))
+    for layout in ms_deform_attn.OUTPUT_LAYOUTS:
+        torch.library.opcheck(torch.ops.plugserve.ms_deform_attn.default, make_inputs(LEVEL_SETS[1]),
+                              {"output_layout": layout}, test_utils=("test_schema", "test_faketensor"))
 
 
 def _replace(inputs, index, tensor):
@@ -83,14 +117,17 @@ def test_op_rejects_inconsistent_inputs_naming_the_problem(index, bad, message):
         torch.ops.plugserve.ms_deform_attn(*_replace(make_inputs(LEVEL_SETS[0]), index, bad))
 
 
-def _plugin_model(levels: int, op_type: str = "MSDeformAttn", domain: str = "plugserve", opset: int = 20):
+def _plugin_model(levels: int, op_type: str = "MSDeformAttn", domain: str = "plugserve", opset: int = 20,
+                  **attrs):
     float_, int32 = TensorProto.FLOAT, TensorProto.INT32
+    flat = attrs.get("output_layout") == "flat"
     return single_node_model(
         op_type,
         {"value": (float_, ["n", "s", 2, 4]), "spatial_shapes": (int32, [levels, 2]), "level_start_index": (int32, [levels]),
          "sampling_locations": (float_, ["n", "q", 2, levels, 3, 2]), "attention_weights": (float_, ["n", "q", 2, levels, 3])},
-        {"output": (float_, ["n", "q", 2, 4])}, domain=domain, opset=opset,
-        plugin_namespace="plugserve" if domain == "plugserve" else "", plugin_version="1" if domain == "plugserve" else "2")
+        {"output": (float_, ["n", "q", 8] if flat else ["n", "q", 2, 4])}, domain=domain, opset=opset,
+        plugin_namespace="plugserve" if domain == "plugserve" else "", plugin_version="1" if domain == "plugserve" else "2",
+        **attrs)
 
 
 @pytest.mark.parametrize(("op_type", "domain"), [("MSDeformAttn", "plugserve"),
@@ -120,6 +157,63 @@ def test_decomposition_is_valid_and_exact_at_every_opset_from_11(opset, capsys):
     (got,) = ort.InferenceSession(model.SerializeToString()).run(
         None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
     np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs).numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("opset", [11, 20])
+def test_decomposition_of_the_flat_output_layout_is_n_lq_m_times_d(opset):
+    model = decompose(_plugin_model(2, opset=opset, output_layout="flat"))
+    inputs = make_inputs(LEVEL_SETS[1], index_dtype=torch.int32)
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    (got,) = ort.InferenceSession(model.SerializeToString()).run(
+        None, {name: t.numpy() for name, t in zip(names, inputs, strict=True)})
+    np.testing.assert_allclose(got, ms_deform_attn.reference(*inputs, output_layout="flat").numpy(), rtol=0, atol=1e-5)
+
+
+def test_decomposition_of_a_float16_value_with_float32_locations_computes_in_float32():
+    model = _plugin_model(2, output_layout="flat")
+    for info in [*model.graph.input, *model.graph.output]:
+        if info.name in ("value", "output"):
+            info.type.tensor_type.elem_type = TensorProto.FLOAT16
+    decomposed = decompose(model)
+    value, *rest = make_inputs(LEVEL_SETS[1], index_dtype=torch.int32)
+    names = ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"]
+    (got,) = ort.InferenceSession(decomposed.SerializeToString()).run(
+        None, {name: t.numpy() for name, t in zip(names, [value.half(), *rest], strict=True)})
+    assert got.dtype == np.float16
+    expected = ms_deform_attn.reference(value.half().float(), *rest, output_layout="flat").half()
+    np.testing.assert_allclose(got.astype(np.float32), expected.float().numpy(), rtol=0, atol=1e-3)
+
+
+class _FlatAttention(torch.nn.Module):
+    def forward(self, value, spatial_shapes, level_start_index, locations, weights):
+        return torch.ops.plugserve.ms_deform_attn(value, spatial_shapes, level_start_index, locations, weights,
+                                                  output_layout="flat")
+
+
+def test_dynamo_export_of_a_flat_mixed_precision_call_carries_both_and_decomposes_to_the_reference():
+    import warnings
+
+    from plugserve.ops import custom_translation_table
+
+    value, *rest = make_inputs(LEVEL_SETS[1])
+    args = (value.half(), *rest)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.onnx.export(_FlatAttention(), args, dynamo=True, verbose=False,
+                                  custom_translation_table=custom_translation_table()).model_proto
+    [node] = [n for n in graph.graph.node if n.op_type == "MSDeformAttn"]
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}["output_layout"] == b"flat"
+    session = ort.InferenceSession(decompose(graph).SerializeToString())
+    names = [i.name for i in session.get_inputs()]
+    (got,) = session.run(None, {name: t.numpy() for name, t in zip(names, args, strict=True)})
+    assert got.dtype == np.float16 and got.shape == (2, 5, 8)
+    expected = ms_deform_attn.reference(value.half().float(), *rest, output_layout="flat")
+    np.testing.assert_allclose(got.astype(np.float32), expected.numpy(), rtol=0, atol=2e-3)
+
+
+def test_decompose_refuses_an_unknown_output_layout_naming_the_choices():
+    with pytest.raises(ValueError, match=r"MSDeformAttn: ms_deform_attn: output_layout must be 'heads_channels'"):
+        decompose(_plugin_model(2, output_layout="rows"))
 
 
 def test_decompose_refuses_a_dynamic_number_of_levels():

@@ -102,7 +102,11 @@ void msdaChecks(bool gpu_present) {
                               {kFloat, {n, q, m, levels, p, 2}, loc.data()},
                               {kFloat, {n, q, m, levels, p}, attn.data()}};
     std::vector<int64_t> dims;
-    check(msdaOutputDims(in, &dims).ok() && dims == std::vector<int64_t>{n, q, m, d}, "MSDA output dims");
+    check(msdaOutputDims(in, ms_deform_attn::OutputLayout::kHeadsChannels, &dims).ok() &&
+              dims == std::vector<int64_t>{n, q, m, d},
+          "MSDA output dims");
+    check(msdaOutputDims(in, ms_deform_attn::OutputLayout::kFlat, &dims).ok() && dims == std::vector<int64_t>{n, q, m * d},
+          "MSDA flat output dims");
     check(runMsda(Device::kCpu, in, out_cpu.data(), nullptr, nullptr).ok(), "CPU MSDA runs serially");
     CountingPool pool;
     const ParallelFor parallel{CountingPool::run, &pool};

@@ -64,7 +64,7 @@ def test_a_successful_call_clears_the_last_error(lib):
     assert lib.plugserve_last_error() == b""
 
 
-def msda_cpu(lib, sizes=(1, 16, 1, 2, 1, 3, 1), dtype=0, index_type=1, shapes=(4, 4), starts=(0,)):
+def msda_cpu(lib, sizes=(1, 16, 1, 2, 1, 3, 1), dtype=0, index_type=1, shapes=(4, 4), starts=(0,), sampling_dtype=None):
     n, s, m, d, levels, lq, p = sizes
     index = np.int32 if index_type == 0 else np.int64
     # Sizes the library must refuse get token buffers: a call that read them would overrun.
@@ -74,7 +74,8 @@ def msda_cpu(lib, sizes=(1, 16, 1, 2, 1, 3, 1), dtype=0, index_type=1, shapes=(4
     value, out = buffer(n * s * m * d, 0.0), buffer(n * lq * m * d, 0.0)
     loc, weights = buffer(n * lq * m * levels * p * 2, 0.5), buffer(n * lq * m * levels * p, 1.0)
     shapes_a, starts_a = np.array(shapes, index), np.array(starts, index)
-    return lib.plugserve_ms_deform_attn_cpu(*sizes, dtype, index_type, value.ctypes.data, shapes_a.ctypes.data,
+    sampling = dtype if sampling_dtype is None else sampling_dtype
+    return lib.plugserve_ms_deform_attn_cpu(*sizes, dtype, sampling, index_type, value.ctypes.data, shapes_a.ctypes.data,
                                             starts_a.ctypes.data, loc.ctypes.data, weights.ctypes.data,
                                             out.ctypes.data)
 
@@ -82,10 +83,12 @@ def msda_cpu(lib, sizes=(1, 16, 1, 2, 1, 3, 1), dtype=0, index_type=1, shapes=(4
 @pytest.mark.parametrize("kwargs,message", [
     ({"dtype": 5}, "unsupported dtype code 5"),
     ({"index_type": 2}, "unsupported index type code 2"),
-    ({"sizes": (1, 16, 1, 3, 1, 3, 1)}, "head dim must be even"),
-    ({"sizes": (1, 16, 1, 258, 1, 3, 1)}, "head dim must be even and in [2, 256]"),
+    ({"sampling_dtype": 5}, "MSDeformAttn (sampling_dtype): unsupported dtype code 5"),
+    ({"dtype": 1, "sampling_dtype": 2}, "must be value's dtype (float16) or float32, got bfloat16; cast them to float32"),
+    ({"dtype": 0, "sampling_dtype": 1}, "must be value's dtype (float32) or float32, got float16"),
+    ({"sizes": (1, 16, 1, 0, 1, 3, 1)}, "head dim must be >= 1, got 0"),
     ({"sizes": (1, 16, 1, 2, 9, 3, 1), "shapes": [(1, 1)] * 9, "starts": [0] * 9}, "levels must be in [1, 8]"),
-    ({"sizes": (1, 16, 1, 2, 1, 3, 17)}, "points must be in [1, 16]"),
+    ({"sizes": (1, 16, 1, 2, 1, 3, 0)}, "points must be >= 1, got 0"),
     ({"sizes": (1, 16, 0, 2, 1, 3, 1)}, "heads must be >= 1"),
     ({"sizes": (1, -16, 1, 2, 1, 3, 1)}, "must be >= 0"),
     ({"sizes": (1 << 12, 1 << 12, 1 << 8, 2, 1, 3, 1)}, "2^31-1"),
@@ -100,6 +103,11 @@ def test_bad_msda_arguments_return_invalid_argument_and_a_message(lib, kwargs, m
 
 def test_a_consistent_msda_call_succeeds(lib):
     assert msda_cpu(lib) == 0
+
+
+def test_float32_sampling_tensors_beside_a_half_value_are_accepted(lib):
+    # The buffers are float32-sized, more than a float16 value needs.
+    assert msda_cpu(lib, dtype=1, sampling_dtype=0) == 0, lib.plugserve_last_error()
 
 
 def test_the_python_wrapper_raises_plugin_error_with_the_library_message():

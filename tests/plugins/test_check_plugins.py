@@ -47,12 +47,17 @@ def resize_node(size_shape_input=True, size_type=I64, **attrs) -> onnx.ModelProt
                              {"y": (F32, ["N", 3, "OH", "OW"])}, domain="plugserve", **merged)
 
 
-def msda_node(op="MSDeformAttn", domain="plugserve", value=F32, shapes=I32, starts=I32, **attrs) -> onnx.ModelProto:
+def msda_node(op="MSDeformAttn", domain="plugserve", value=F32, shapes=I32, starts=I32, sampling=None,
+              **attrs) -> onnx.ModelProto:
+    """sampling: the locations' and weights' type (value's when None)."""
     lookup = {"plugin_namespace": "plugserve", "plugin_version": "1"} if op == "MSDeformAttn" else {
         "plugin_namespace": "", "plugin_version": "2"}
+    sampling = value if sampling is None else sampling
+    out = ["N", "Q", 256] if attrs.get("output_layout") == "flat" else ["N", "Q", 8, 32]
     return single_node_model(op, {"value": (value, ["N", 85, 8, 32]), "shapes": (shapes, [4, 2]), "starts": (starts, [4]),
-                                  "locations": (value, ["N", "Q", 8, 4, 4, 2]), "weights": (value, ["N", "Q", 8, 4, 4])},
-                             {"out": (value, ["N", "Q", 8, 32])}, domain=domain, **{**lookup, **attrs})
+                                  "locations": (sampling, ["N", "Q", 8, 4, 4, 2]),
+                                  "weights": (sampling, ["N", "Q", 8, 4, 4])},
+                             {"out": (value, out)}, domain=domain, **{**lookup, **attrs})
 
 
 def msda_profiles(n=(1, 2, 4), q=(85, 85, 85)):
@@ -161,6 +166,15 @@ def test_int64_indices_pass_for_msdeformattn_which_takes_both(harness):
     node = only_node(report_of(msda_node(shapes=I64, starts=I64), harness, msda_profiles()))
     assert node["failed_step"] is None
     assert step(node, "parser")["details"]["device_input_types"][1:3] == ["int64", "int64"]
+
+
+def test_flat_layout_with_float32_locations_beside_a_float16_value_passes_every_step(harness):
+    node = only_node(report_of(msda_node(value=F16, sampling=F32, output_layout="flat"), harness, msda_profiles()))
+    assert node["failed_step"] is None, node
+    assert [(f["name"], f["type"]) for f in step(node, "parser")["details"]["fields"]] == [("output_layout", "kCHAR")]
+    build = step(node, "build")["details"]
+    assert build["output_shapes"][0]["profiles"][0]["max"] == [4, 85, 256]
+    assert sorted(build["formats"][3]["accepted"]) == ["float16", "float32"] and build["formats"][4]["accepted"] == ["float32"]
 
 
 def test_mixed_index_types_fail_at_format_negotiation_with_the_types_accepted(harness):

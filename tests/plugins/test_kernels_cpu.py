@@ -102,6 +102,15 @@ def test_msda_matches_the_grid_sample_reference_within_1e_5_over_random_shapes(i
                                    msg=str(case))
 
 
+# The peers' contracts: Deformable DETR's and mmcv's tests use D = 71 and 1025 (and 2048, 3096), mmcv
+# a module with D = 1, mmdeploy P = 32; D = 3 is odd and small.
+@pytest.mark.parametrize("d", [1, 3, 71, 1025])
+@pytest.mark.parametrize("p", [1, 17, 32])
+def test_msda_takes_any_head_dim_and_any_number_of_points(d, p):
+    inputs = msda_inputs(2, [(5, 7), (3, 2), (1, 1)], 2, d, 6, p, seed=d + p)
+    torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
+
+
 def test_msda_on_deformable_detr_level_sizes_matches_the_reference():
     inputs = msda_inputs(1, [(100, 167), (50, 84), (25, 42), (13, 21)], 8, 32, 40, 4)
     torch.testing.assert_close(native.ms_deform_attn(*inputs), msda_reference(*inputs), atol=1e-5, rtol=0)
@@ -119,6 +128,27 @@ def test_msda_in_half_precision_is_no_further_from_fp64_than_the_reference_plus_
         ulp = torch.finfo(dtype).eps * exact.abs().max().item()
         assert out.dtype == dtype
         assert (out.double() - exact).abs().max().item() <= (ref.double() - exact).abs().max().item() + ulp
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_msda_of_a_half_value_with_float32_locations_and_weights_is_the_float32_result_rounded_once(dtype):
+    for case in random_msda_cases(seed=3, count=4):
+        value, shapes, starts, loc, weights = msda_inputs(*case)
+        half = value.to(dtype)
+        out = native.ms_deform_attn(half, shapes, starts, loc, weights)
+        assert out.dtype == dtype
+        # The value rounded to the half type is all the precision lost before the fp32 math; then one rounding.
+        expected = msda_reference(half.float(), shapes, starts, loc, weights)
+        torch.testing.assert_close(out.float(), expected.to(dtype).float(), atol=1e-5, rtol=0)
+        torch.testing.assert_close(msda_reference(half, shapes, starts, loc, weights), expected.to(dtype))
+
+
+def test_msda_refuses_sampling_tensors_in_another_half_type_or_apart_naming_the_rule():
+    value, shapes, starts, loc, weights = msda_inputs(1, [(4, 4)], 2, 4, 3, 2)
+    for args in ((value.half(), loc.bfloat16(), weights.bfloat16()), (value.half(), loc, weights.half()),
+                 (value, loc.half(), weights.half())):
+        with pytest.raises(ValueError, match="must share value's dtype or be float32"):
+            native.ms_deform_attn(args[0], shapes, starts, args[1], args[2])
 
 
 def test_msda_with_no_batch_or_no_queries_returns_an_empty_output():

@@ -56,14 +56,19 @@ def resize_model(mode: str = "bicubic", align_corners: int = 0, size_type: int =
                              **{"mode": mode, "align_corners": align_corners, **PLUGIN_ATTRS, **attrs})
 
 
-def msda_model(levels: int, index_type: int = TensorProto.INT32) -> onnx.ModelProto:
-    f = TensorProto.FLOAT
+def msda_model(levels: int, index_type: int = TensorProto.INT32, output_layout: str | None = None,
+               value_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """One MSDeformAttn node; output_layout None leaves the (optional) attribute out. value_type other than
+    float: mixed precision, with float32 locations and weights."""
+    f, v = TensorProto.FLOAT, value_type
+    layout = {} if output_layout is None else {"output_layout": output_layout}
     return single_node_model(
         "MSDeformAttn",
-        {"value": (f, ["N", "S", "M", "D"]), "spatial_shapes": (index_type, [levels, 2]),
+        {"value": (v, ["N", "S", "M", "D"]), "spatial_shapes": (index_type, [levels, 2]),
          "level_start_index": (index_type, [levels]), "sampling_locations": (f, ["N", "Q", "M", levels, "P", 2]),
          "attention_weights": (f, ["N", "Q", "M", levels, "P"])},
-        {"output": (f, ["N", "Q", "M", "D"])}, domain="plugserve", **PLUGIN_ATTRS)
+        {"output": (v, ["N", "Q", "MD"] if output_layout == "flat" else ["N", "Q", "M", "D"])}, domain="plugserve",
+        **PLUGIN_ATTRS, **layout)
 
 
 def msda_inputs(rng, levels: list[tuple[int, int]], n=2, m=2, d=4, q=5, p=3, index=np.int32) -> dict[str, np.ndarray]:
@@ -110,15 +115,19 @@ def test_dynamic_resize_in_float16_is_the_float32_result_rounded_once():
     np.testing.assert_array_equal(half, full.astype(np.float16))
 
 
-@pytest.mark.parametrize("index_type", [TensorProto.INT32, TensorProto.INT64])
-def test_ms_deform_attn_matches_the_reference_and_the_decomposed_graph(index_type):
+@pytest.mark.parametrize(("index_type", "output_layout"), [(TensorProto.INT32, None), (TensorProto.INT64, None),
+                                                           (TensorProto.INT32, "heads_channels"),
+                                                           (TensorProto.INT64, "flat")])
+def test_ms_deform_attn_matches_the_reference_and_the_decomposed_graph(index_type, output_layout):
     rng = np.random.default_rng(2)
     index = helper.tensor_dtype_to_np_dtype(index_type)
     for levels, sizes in [([(4, 4), (2, 2)], {}), ([(5, 3), (3, 2), (1, 1)], {"m": 3, "d": 8, "p": 4}),
                           ([(16, 20)], {"n": 1, "q": 64, "m": 8, "d": 32, "p": 4})]:
         inputs = msda_inputs(rng, levels, index=index, **sizes)
-        [native], [decomposed] = both(msda_model(len(levels), index_type), **inputs)
-        expected = ms_deform_attn.reference(*(torch.from_numpy(inputs[k]) for k in inputs)).numpy()
+        [native], [decomposed] = both(msda_model(len(levels), index_type, output_layout), **inputs)
+        expected = ms_deform_attn.reference(*(torch.from_numpy(inputs[k]) for k in inputs),
+                                            output_layout=output_layout or "heads_channels").numpy()
+        assert native.shape == expected.shape
         np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5)
         np.testing.assert_allclose(native, decomposed, rtol=0, atol=1e-5)
 
@@ -170,6 +179,22 @@ def test_bad_resize_inputs_fail_the_run_with_the_reason(x_shape, size, message):
         s.run(None, {"x": np.zeros(x_shape, np.float32), "size": np.array(size, np.int64)})
 
 
+def test_ms_deform_attn_of_a_float16_value_with_float32_locations_runs_natively():
+    rng = np.random.default_rng(7)
+    inputs = msda_inputs(rng, [(5, 3), (3, 2)], m=3, d=8, p=4)
+    inputs["value"] = inputs["value"].astype(np.float16)
+    [native] = session(msda_model(2, value_type=TensorProto.FLOAT16)).run(None, inputs)
+    assert native.dtype == np.float16
+    t = {k: torch.from_numpy(a) for k, a in inputs.items()}
+    expected = ms_deform_attn.reference(t["value"].float(), *list(t.values())[1:]).half().numpy()
+    np.testing.assert_allclose(native.astype(np.float32), expected.astype(np.float32), rtol=0, atol=2e-3)
+
+
+def test_an_unknown_msda_output_layout_fails_session_creation_naming_the_choices():
+    with pytest.raises(Exception, match=r"output_layout must be 'heads_channels' \(\[N, Lq, M, D\]\) or 'flat'"):
+        session(msda_model(2, output_layout="rows"))
+
+
 def test_bad_msda_inputs_fail_the_run_with_the_reason():
     rng = np.random.default_rng(4)
     s = session(msda_model(2))
@@ -180,9 +205,9 @@ def test_bad_msda_inputs_fail_the_run_with_the_reason():
     mismatched = {**inputs, "attention_weights": inputs["attention_weights"][:, :4]}
     with pytest.raises(Exception, match=r"attention_weights must be \[2, 5, 2, 2, 3\], got \[2, 4, 2, 2, 3\]"):
         s.run(None, mismatched)
-    odd_dim = msda_inputs(rng, [(4, 4), (2, 2)], d=3)
-    with pytest.raises(Exception, match="head dim must be even"):
-        s.run(None, odd_dim)
+    no_channels = msda_inputs(rng, [(4, 4), (2, 2)], d=0)
+    with pytest.raises(Exception, match="head dim must be >= 1, got 0"):
+        s.run(None, no_channels)
     # The session is still usable after the failures.
     assert s.run(None, inputs)[0].shape == (2, 5, 2, 4)
 

@@ -180,13 +180,32 @@ void creatorRejectsBadFields() {
 
     MSDeformAttnCreator msda;
     IPluginV3* plugin = msda.createPlugin("attn", nullptr, TensorRTPhase::kBUILD);
-    check(plugin != nullptr, "MSDeformAttn needs no fields");
+    check(plugin != nullptr, "MSDeformAttn needs no fields (output_layout is optional)");
+    delete plugin;
+    const char flat[] = "flat";
+    PluginField layout("output_layout", flat, PluginFieldType::kCHAR, sizeof(flat));
+    PluginFieldCollection layoutFc{1, &layout};
+    plugin = msda.createPlugin("attn", &layoutFc, TensorRTPhase::kBUILD);
+    check(plugin != nullptr, "MSDeformAttn takes output_layout=flat");
+    if (plugin != nullptr) {
+        const PluginFieldCollection* saved = runtime(plugin)->getFieldsToSerialize();
+        check(saved->nbFields == 1 && std::string(saved->fields[0].name) == "output_layout" &&
+                  std::string(static_cast<const char*>(saved->fields[0].data)) == "flat",
+              "MSDeformAttn serializes the output_layout it was created with");
+    }
+    delete plugin;
+    const char rows[] = "rows";
+    PluginField badLayout("output_layout", rows, PluginFieldType::kCHAR, sizeof(rows));
+    PluginFieldCollection badLayoutFc{1, &badLayout};
+    std::string layoutErr = stderrOf([&] { plugin = msda.createPlugin("attn", &badLayoutFc, TensorRTPhase::kBUILD); });
+    check(plugin == nullptr && contains(layoutErr, "output_layout must be 'heads_channels' ([N, Lq, M, D]) or 'flat'"),
+          "MSDeformAttn rejects an unknown output_layout naming both, got: " + layoutErr);
     delete plugin;
     int32_t one = 1;
     PluginField extra("im2col_step", &one, PluginFieldType::kINT32, 1);
     PluginFieldCollection extraFc{1, &extra};
     const std::string err = stderrOf([&] { plugin = msda.createPlugin("attn", &extraFc, TensorRTPhase::kBUILD); });
-    check(plugin == nullptr && contains(err, "unknown field 'im2col_step' (fields: none)"),
+    check(plugin == nullptr && contains(err, "unknown field 'im2col_step' (fields: output_layout)"),
           "MSDeformAttn rejects an unexpected field, got: " + err);
     delete plugin;
 }
@@ -286,7 +305,16 @@ void msdaShapes() {
                                    DataType::kHALF, DataType::kHALF};
     for (int k = 0; k < 6; ++k) mixed[k] = desc(mixedTypes[k], shapes[k]);
     check(!b->supportsFormatCombination(2, mixed, 5, 1), "level_start_index must match spatial_shapes' type");
-    check(!b->supportsFormatCombination(3, mixed, 5, 1), "sampling_locations must match value's type");
+    check(b->supportsFormatCombination(3, mixed, 5, 1), "float32 sampling_locations beside a half value (mixed)");
+    check(!b->supportsFormatCombination(4, mixed, 5, 1), "attention_weights must match sampling_locations' type");
+    mixed[3] = desc(DataType::kBF16, shapes[3]);
+    check(!b->supportsFormatCombination(3, mixed, 5, 1), "sampling_locations: value's type or float32 only");
+    mixed[3] = desc(DataType::kFLOAT, shapes[3]);
+    mixed[4] = desc(DataType::kFLOAT, shapes[4]);
+    check(b->supportsFormatCombination(4, mixed, 5, 1) && b->supportsFormatCombination(5, mixed, 5, 1),
+          "mixed precision: float32 weights, output in value's type");
+    mixed[5] = desc(DataType::kFLOAT, shapes[5]);
+    check(!b->supportsFormatCombination(5, mixed, 5, 1), "the output has value's type, not the locations'");
 
     DynamicPluginTensorDesc in[5];
     for (int k = 0; k < 5; ++k) in[k] = desc(k == 1 || k == 2 ? DataType::kINT64 : DataType::kHALF, shapes[k]);
@@ -302,10 +330,13 @@ void msdaShapes() {
     for (int k = 0; k < 5; ++k) rin[k] = runtimeDesc(in[k].desc.type, shapes[k]);
     PluginTensorDesc rout = runtimeDesc(DataType::kHALF, shapes[5]);
     check(r->onShapeChange(rin, 5, &rout, 1) == 0, "onShapeChange accepts the encoder shapes");
-    rin[3].dims = dims({N, Lq, M, L, 17, 2});
-    rin[4].dims = dims({N, Lq, M, L, 17});
-    err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "P = 17 fails"); });
-    check(contains(err, "number of points must be in [1, 16], got 17"), "the kernel's limit is reported: " + err);
+    rin[3].dims = dims({N, Lq, M, L, 32, 2});
+    rin[4].dims = dims({N, Lq, M, L, 32});
+    check(r->onShapeChange(rin, 5, &rout, 1) == 0, "P = 32 (mmdeploy's) is accepted");
+    rin[3].dims = dims({N, Lq, M, L, 0, 2});
+    rin[4].dims = dims({N, Lq, M, L, 0});
+    err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "P = 0 fails"); });
+    check(contains(err, "number of points must be >= 1, got 0"), "the kernel's limit is reported: " + err);
     rin[4].dims = dims({N, Lq, M, L, 4});
     err = stderrOf([&] { check(r->onShapeChange(rin, 5, &rout, 1) != 0, "weights with another P fail"); });
     check(contains(err, "number of points disagrees"), "the mismatch is reported: " + err);

@@ -121,19 +121,31 @@ def msda_profile(index_dtype: torch.dtype) -> dict[str, Range]:
     }
 
 
+# (float32 sampling tensors beside a half value, output_layout): mixed precision as fp16 engines with
+# fp32 offsets have it, with the peers' [N, Lq, M*D] output.
+MSDA_VARIANTS = {"same-types": (False, "heads_channels"), "mixed-flat": (True, "flat")}
+
+
+@pytest.mark.parametrize("variant", list(MSDA_VARIANTS))
 @pytest.mark.parametrize("index_dtype", [torch.int32, torch.int64], ids=["int32", "int64"])
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: PRECISIONS[d])
 def test_ms_deform_attn_engine_matches_the_pytorch_reference(
-    tmp_path, plugin_library, run_engine, dtype, index_dtype
+    tmp_path, plugin_library, run_engine, dtype, index_dtype, variant
 ):
+    mixed, output_layout = MSDA_VARIANTS[variant]
+    if mixed and dtype == torch.float32:
+        pytest.skip("float32 sampling tensors beside a float32 value are the same-types case")
+    sampling_dtype = torch.float32 if mixed else dtype
     index_type = TensorProto.INT32 if index_dtype == torch.int32 else TensorProto.INT64
     node = helper.make_node(
         "MSDeformAttn",
         ["value", "spatial_shapes", "level_start_index", "sampling_locations", "attention_weights"],
         ["output"],
         domain="plugserve",
+        output_layout=output_layout,
         **plugin_attributes(),
     )
+    output_shape = ["n", "q", HEADS * HEAD_DIM] if output_layout == "flat" else ["n", "q", HEADS, HEAD_DIM]
     graph = helper.make_graph(
         [node],
         "ms_deform_attn",
@@ -142,13 +154,13 @@ def test_ms_deform_attn_engine_matches_the_pytorch_reference(
             helper.make_tensor_value_info("spatial_shapes", index_type, [LEVELS, 2]),
             helper.make_tensor_value_info("level_start_index", index_type, [LEVELS]),
             helper.make_tensor_value_info(
-                "sampling_locations", ONNX_TYPES[dtype], ["n", "q", HEADS, LEVELS, POINTS, 2]
+                "sampling_locations", ONNX_TYPES[sampling_dtype], ["n", "q", HEADS, LEVELS, POINTS, 2]
             ),
             helper.make_tensor_value_info(
-                "attention_weights", ONNX_TYPES[dtype], ["n", "q", HEADS, LEVELS, POINTS]
+                "attention_weights", ONNX_TYPES[sampling_dtype], ["n", "q", HEADS, LEVELS, POINTS]
             ),
         ],
-        [helper.make_tensor_value_info("output", ONNX_TYPES[dtype], ["n", "q", HEADS, HEAD_DIM])],
+        [helper.make_tensor_value_info("output", ONNX_TYPES[dtype], output_shape)],
     )
     plan = build(graph, tmp_path / "msda.plan", msda_profile(index_dtype), dtype, plugin_library)
     for batch, sizes, queries in MSDA_CASES:
@@ -162,12 +174,13 @@ def test_ms_deform_attn_engine_matches_the_pytorch_reference(
             "value": value.to(dtype),
             "spatial_shapes": shapes,
             "level_start_index": starts,
-            "sampling_locations": locations.to(dtype),
-            "attention_weights": weights.to(dtype),
+            "sampling_locations": locations.to(sampling_dtype),
+            "attention_weights": weights.to(sampling_dtype),
         }
         got = run_engine(plan, inputs)["output"]
+        assert got.dtype == dtype
         expected = ms_deform_attn.reference(
-            *(t.float() if t.is_floating_point() else t.cuda() for t in inputs.values())
+            *(t.float() if t.is_floating_point() else t.cuda() for t in inputs.values()), output_layout=output_layout
         )
         torch.testing.assert_close(got.float(), expected, rtol=TOLERANCE[dtype], atol=TOLERANCE[dtype])
 

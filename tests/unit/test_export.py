@@ -50,7 +50,7 @@ def test_deformable_encoder_exports_six_msda_plugin_nodes_with_int32_indices(exp
     types = value_types(graph)
     for node in msda:
         assert node.domain == "plugserve"
-        assert attributes(node) == {"plugin_namespace": b"plugserve", "plugin_version": b"1"}
+        assert attributes(node) == {"output_layout": b"heads_channels", "plugin_namespace": b"plugserve", "plugin_version": b"1"}
         assert [types[name] for name in node.input[1:3]] == [TensorProto.INT32, TensorProto.INT32]
         assert types[node.input[0]] == TensorProto.FLOAT
 

@@ -269,11 +269,12 @@ def test_tutorial_dynamic_trt_resize_round_trips(tmp_path, align_corners, opset,
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-# --- NVIDIA's MultiscaleDeformableAttnPlugin_TRT under any domain -----------------------------------
+# --- NVIDIA's MultiscaleDeformableAttnPlugin_TRT under any domain, mmdeploy's MSDA node ----------------
+
+NVIDIA_MSDA = "MultiscaleDeformableAttnPlugin_TRT"
 
 
-def _msda_function(domain: str, flat_output: bool, extra_attrs: dict | None = None):
-    op_name = f"{domain}::MultiscaleDeformableAttnPlugin_TRT"
+def _msda_function(op_name: str, flat_output: bool, extra_attrs: dict | None = None):
 
     class LegacyMSDA(torch.autograd.Function):
         @staticmethod
@@ -318,25 +319,37 @@ def _levels(sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
     return shapes, torch.cat([areas.new_zeros(1), areas.cumsum(0)[:-1]])
 
 
+# (domain, op type, output [N, Lq, M*D] rather than [N, Lq, M, D], attributes): NVIDIA's plugin as the
+# tutorials export it, and mmdeploy's node for mmcv's MultiScaleDeformableAttnFunction.
+MSDA_NODES = [("com.microsoft", NVIDIA_MSDA, False, {}), ("nvinfer1.plugin", NVIDIA_MSDA, True, {}),
+              ("", NVIDIA_MSDA, False, {}),
+              ("mmdeploy", "MMCVMultiScaleDeformableAttention", True, {"im2col_step_i": 64})]
+
+
 @pytest.mark.parametrize("opset", OPSETS)
-@pytest.mark.parametrize(("domain", "flat_output"), [("com.microsoft", False), ("nvinfer1.plugin", True), ("", False)])
-def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, domain, flat_output, opset, capsys):
+@pytest.mark.parametrize(("domain", "op_type", "flat_output", "attrs"), MSDA_NODES)
+def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, domain, op_type, flat_output, attrs,
+                                                                  opset, capsys):
     # TorchScript rejects an op without a domain, so the domain-less variant is exported under a
     # placeholder domain and then moved to the default domain, as hand-edited tutorial graphs have it.
-    layer = TutorialEncoderLayer(_msda_function(domain or "placeholder", flat_output)).eval()
+    layer = TutorialEncoderLayer(_msda_function(f"{domain or 'placeholder'}::{op_type}", flat_output, attrs)).eval()
     shapes, starts = _levels([(4, 4), (2, 2)])
     src = torch.rand(1, int(shapes.prod(1).sum()), 8)
     graph = legacy_export(layer, (src, shapes, starts), tmp_path / "msda.onnx", ["src", "shapes", "starts"],
                           {"src": {0: "n", 1: "s"}}, opset)
     if not domain:
         for node in graph.graph.node:
-            if node.op_type == "MultiscaleDeformableAttnPlugin_TRT":
+            if node.op_type == op_type:
                 node.domain = ""
-    assert any(n.op_type == "MultiscaleDeformableAttnPlugin_TRT" and n.domain == domain for n in graph.graph.node)
+    assert any(n.op_type == op_type and n.domain == domain for n in graph.graph.node)
 
     pluginized = pluginize(graph)
     [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
     assert node.op_type == "MSDeformAttn"
+    # A peer's [N, Lq, M*D] output is MSDeformAttn's flat layout: no Reshape behind it.
+    layout = {a.name: helper.get_attribute_value(a) for a in node.attribute}["output_layout"]
+    assert layout == (b"flat" if flat_output else b"heads_channels")
+    assert ops(pluginized).count("Reshape") == ops(graph).count("Reshape")
     producers = {o: n for n in pluginized.graph.node for o in n.output}
     for index in node.input[1:3]:  # spatial_shapes, level_start_index: Cast to int32 (to=6)
         cast = producers[index]
@@ -358,8 +371,34 @@ def test_tutorial_msda_plugin_node_round_trips_with_int32_indices(tmp_path, doma
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
+class DynamoAttention(torch.nn.Module):
+    def forward(self, value, shapes, starts, locations, weights):
+        return torch.ops.plugserve.ms_deform_attn(value, shapes, starts, locations, weights)
+
+
+@pytest.mark.parametrize("opset", [None, 17])
+def test_dynamo_exported_nvidia_msda_node_round_trips(opset, capsys):
+    from plugserve.ops import custom_translation_table
+
+    shapes, starts = _levels([(4, 6), (2, 3)])
+    args = (torch.rand(2, 30, 2, 4), shapes, starts, torch.rand(2, 5, 2, 2, 3, 2), torch.rand(2, 5, 2, 2, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = torch.onnx.export(DynamoAttention(), args, dynamo=True, verbose=False,
+                                  input_names=["value", "shapes", "starts", "locations", "weights"],
+                                  custom_translation_table=custom_translation_table(msda="nvidia"),
+                                  **({} if opset is None else {"opset_version": opset})).model_proto
+    assert NVIDIA_MSDA in ops(graph)[-1]
+    decomposed = decompose(pluginize(graph))
+    assert "-> plugserve::MSDeformAttn" in capsys.readouterr().out
+    assert _opset(decomposed) == _opset(graph)
+    [got] = run(decomposed, **{name: t.numpy() for name, t in zip(
+        ["value", "shapes", "starts", "locations", "weights"], args, strict=True)})
+    np.testing.assert_allclose(got, ms_deform_attn.reference(*args).numpy(), atol=1e-5)
+
+
 def test_msda_plugin_node_with_unknown_attributes_is_refused(tmp_path):
-    layer = TutorialEncoderLayer(_msda_function("mmdeploy", False, {"im2col_step_i": 64})).eval()
+    layer = TutorialEncoderLayer(_msda_function(f"mmdeploy::{NVIDIA_MSDA}", False, {"im2col_step_i": 64})).eval()
     shapes, starts = _levels([(4, 4), (2, 2)])
     graph = legacy_export(layer, (torch.rand(1, 20, 8), shapes, starts), tmp_path / "mmcv.onnx",
                           ["src", "shapes", "starts"], {"src": {0: "n", 1: "s"}})

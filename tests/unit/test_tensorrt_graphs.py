@@ -155,7 +155,8 @@ def test_exported_deformable_encoder_feeds_int32_indices_to_every_msda_node(defo
     assert {(n.domain, n.op_type) for n in nodes} == {("plugserve", "MSDeformAttn")} and len(nodes) == 6
     types = elem_types(deformable)
     for node in nodes:
-        assert attributes(node) == {"plugin_namespace": "plugserve", "plugin_version": "1"}
+        assert attributes(node) == {"output_layout": "heads_channels", "plugin_namespace": "plugserve",
+                                    "plugin_version": "1"}
         assert [types.get(name) for name in node.input[1:3]] == [TensorProto.INT32, TensorProto.INT32]
     assert_no_scatternd(deformable)
 
@@ -163,7 +164,8 @@ def test_exported_deformable_encoder_feeds_int32_indices_to_every_msda_node(defo
 @pytest.mark.parametrize(
     ("msda", "domain", "op_type", "lookup"),
     [
-        ("plugserve", "plugserve", "MSDeformAttn", {"plugin_namespace": "plugserve", "plugin_version": "1"}),
+        ("plugserve", "plugserve", "MSDeformAttn",
+         {"output_layout": "heads_channels", "plugin_namespace": "plugserve", "plugin_version": "1"}),
         (
             "nvidia",
             "trt.plugins",
@@ -212,7 +214,8 @@ def test_pluginize_turns_nvidia_msda_into_ours_and_keeps_int32_indices(msda_grap
     restored = pluginize(msda_graphs["nvidia"])
     [node] = plugin_nodes(restored)
     assert (node.domain, node.op_type) == ("plugserve", "MSDeformAttn")
-    assert attributes(node) == {"plugin_namespace": "plugserve", "plugin_version": "1"}
+    assert attributes(node) == {"output_layout": "heads_channels", "plugin_namespace": "plugserve",
+                                "plugin_version": "1"}
     types = elem_types(restored)
     assert [types.get(name) for name in node.input[1:3]] == [TensorProto.INT32, TensorProto.INT32]
 

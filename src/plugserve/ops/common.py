@@ -65,7 +65,7 @@ def plugin_op(op_type: str, inputs: dict[str, str], outputs: dict[str, str], att
     The dynamo exporter binds arguments through the op's OpSchema and drops keyword arguments the
     schema does not declare; `onnxscript.values.Opset(domain).OpType` looks the schema up in onnx's
     registry and fails for ops nobody registered. So each plugin node is described here: `inputs`
-    and `outputs` map names to type strings ("T" = the float type, "I" = int32/int64, or a concrete
+    and `outputs` map names to type strings ("T" = the float type, "S" = a second float type, "I" = int32/int64, or a concrete
     "tensor(int64)"), `attributes` map names to "int", "ints" or "string"; every plugin node also
     takes the string attributes plugin_namespace and plugin_version.
     """
@@ -79,6 +79,7 @@ def plugin_op(op_type: str, inputs: dict[str, str], outputs: dict[str, str], att
         inputs=[onnx.defs.OpSchema.FormalParameter(name, t) for name, t in inputs.items()],
         outputs=[onnx.defs.OpSchema.FormalParameter(name, t) for name, t in outputs.items()],
         type_constraints=[("T", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "float tensors"),
+                          ("S", ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"], "float tensors"),
                           ("I", ["tensor(int32)", "tensor(int64)"], "index tensors")],
         attributes=[onnx.defs.OpSchema.Attribute(name, attr_types[t], required=True)
                     for name, t in {**attributes, "plugin_namespace": "string", "plugin_version": "string"}.items()],
