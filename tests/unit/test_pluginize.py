@@ -95,7 +95,9 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, op
     modes = sorted(helper.get_attribute_value(a) for n in pluginized.graph.node for a in n.attribute if a.name == "mode")
     assert modes == [b"bicubic", b"bilinear", b"nearest"]
     assert capsys.readouterr().out.count("-> plugserve::DynamicResize") == 3
+    onnx.checker.check_model(pluginized, full_check=True)
     decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
     assert _opset(pluginized) == _opset(decomposed) == _opset(graph)  # DynamicResize decomposes at every opset
     rng = np.random.default_rng(0)
     for (n, h, w), (oh, ow) in [((1, 8, 8), (16, 12)), ((2, 5, 7), (11, 3)), ((3, 16, 9), (4, 4))]:
@@ -106,6 +108,57 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, op
         for want, expected, got in zip(reference, run(graph, x=x, like=like), run(decomposed, x=x, like=like),
                                        strict=True):
             np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+class ScaleBy(torch.nn.Module):
+    """F.interpolate by scale_factor, one per mode: with recompute_scale_factor the exporters compute
+    the output size from the input's (a runtime size, pluginized); without it they emit constant scales,
+    which pluginize leaves to the runtime's own Resize."""
+
+    def __init__(self, recompute: bool):
+        super().__init__()
+        self.recompute = recompute
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (F.interpolate(x, scale_factor=2.3, mode="bicubic", recompute_scale_factor=self.recompute),
+                F.interpolate(x, scale_factor=0.7, mode="bilinear", recompute_scale_factor=self.recompute),
+                F.interpolate(x, scale_factor=1.5, mode="nearest", recompute_scale_factor=self.recompute))
+
+
+def scale_graph(exporter: str, opset: int | None, recompute: bool, path: Path) -> onnx.ModelProto:
+    x, module = torch.rand(1, 3, 8, 8), ScaleBy(recompute)
+    if exporter == "torchscript":
+        assert opset is not None
+        return legacy_export(module, (x,), path / "scale.onnx", ["x"], {"x": {0: "n", 2: "h", 3: "w"}}, opset)
+    dim = torch.export.Dim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.onnx.export(module, (x,), dynamo=True, verbose=False, input_names=["x"],
+                                 dynamic_shapes={"x": {0: dim("n"), 2: dim("h"), 3: dim("w")}},
+                                 **({} if opset is None else {"opset_version": opset})).model_proto
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize(("exporter", "opset"), [("dynamo", None), *(("torchscript", opset) for opset in OPSETS)])
+def test_scale_factor_resizes_round_trip_at_every_opset(exporter, opset, recompute, tmp_path, capsys):
+    graph = scale_graph(exporter, opset, recompute, tmp_path)
+    pluginized = pluginize(graph)
+    onnx.checker.check_model(pluginized, full_check=True)
+    # Recomputed scales are runtime sizes (DynamicResize); given ones are constants (left as Resize).
+    assert ops(pluginized).count("plugserve::DynamicResize") == (3 if recompute else 0)
+    assert ops(pluginized).count("Resize") == (0 if recompute else 3)
+    decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert _opset(decomposed) == _opset(graph)
+    capsys.readouterr()
+    rng = np.random.default_rng(5)
+    for shape in [(1, 3, 8, 8), (2, 3, 10, 7), (1, 3, 13, 21)]:
+        x = rng.random(shape, dtype=np.float32)
+        with torch.no_grad():
+            reference = [t.numpy() for t in ScaleBy(recompute)(torch.from_numpy(x))]
+        for want, got in zip(reference, run(decomposed, x=x), strict=True):
+            assert got.shape == want.shape
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
