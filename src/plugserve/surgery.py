@@ -290,7 +290,8 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
     """Rewrite into plugserve plugin nodes: Resize nodes whose sizes are computed at run time, the
     tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size tensor) and
     `MultiscaleDeformableAttnPlugin_TRT` under any domain. `log` gets one line per rewrite, and a
-    warning where a "runtime" size is a constant baked in at export.
+    warning where a "runtime" size is a constant baked in at export or where pytorch_half_pixel
+    coordinates become half_pixel ones.
 
     Refuses (PluginizeError, graph unchanged) when a recognised node cannot be mapped faithfully.
     Resize nodes with constant sizes or scales stay: TensorRT resizes those natively; so do those
@@ -360,6 +361,11 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
                     f"export; the DynamicResize node keeps it, so its output size is now fixed: re-export with the "
                     f"size computed from an input (e.g. F.interpolate(size=like.shape[-2:]) with dynamic axes) to "
                     f"serve other sizes")
+            if _text(node.attrs.get("coordinate_transformation_mode")) == "pytorch_half_pixel":
+                log(f"pluginize: warning: {label} has coordinate_transformation_mode='pytorch_half_pixel', rewritten "
+                    f"as 'half_pixel' (F.interpolate's and DynamicResize's): the two differ only where an output "
+                    f"dim is 1, which pytorch_half_pixel samples at source coordinate 0 and half_pixel at the "
+                    f"input's centre")
             hw = _output_hw(emit, sizes, x)
             detach(node)
             _dynamic_resize_node(emit, x, hw, output, mode, align_corners)

@@ -434,6 +434,23 @@ def test_nearest_round_prefer_ceil_at_half_pixel_becomes_nearest_exact_and_round
         np.testing.assert_array_equal(run(graph, x=x, like=like)[0], expected)
 
 
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_pytorch_half_pixel_becomes_half_pixel_with_a_warning_naming_the_size_1_difference(mode, capsys):
+    graph = _runtime_resize(mode=mode, coordinate_transformation_mode="pytorch_half_pixel")
+    decomposed = decompose(pluginize(graph))
+    out = capsys.readouterr().out
+    assert "warning" in out and "'pytorch_half_pixel', rewritten as 'half_pixel'" in out and "output dim is 1" in out
+    rng = np.random.default_rng(6)
+    x = rng.random((2, 3, 9, 7), dtype=np.float32)
+    for (oh, ow), same in [((20, 5), True), ((4, 13), True), ((1, 5), False), ((6, 1), False)]:
+        like = np.zeros((2, 3, oh, ow), np.float32)
+        [got], [original] = run(decomposed, x=x, like=like), run(graph, x=x, like=like)
+        torch_mode = {"linear": "bilinear", "cubic": "bicubic"}[mode]
+        expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode=torch_mode, align_corners=False).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)  # F.interpolate's numbers always
+        assert np.allclose(got, original, rtol=1e-5, atol=1e-5) == same  # the graph's unless a dim is 1
+
+
 def test_pluginize_command_writes_the_graph_and_refuses_with_exit_code_2(tmp_path, capsys):
     from plugserve.cli import main
 
