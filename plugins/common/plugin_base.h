@@ -63,7 +63,7 @@ const char* dataTypeName(nvinfer1::DataType type);
 
 // What supportsFormatCombination accepts at one position (always with linear format).
 struct TypeRule {
-    enum Kind { kNone, kFloat, kIndex, kFloatOrIndex, kSameAs } kind;
+    enum Kind { kNone, kFloat, kFloat32, kIndex, kFloatOrIndex, kSameAs } kind;
     int32_t same_as = 0;  // for kSameAs: the earlier position whose type this one must equal
 };
 bool accepts(const TypeRule& rule, const nvinfer1::DynamicPluginTensorDesc* inOut, int32_t pos);

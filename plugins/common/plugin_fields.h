@@ -17,11 +17,14 @@
 namespace plugserve::trt {
 
 // One attribute: its field name and the member of the plugin's attribute struct that holds it.
-// int32_t members travel as kINT32 with one value, std::string members as kCHAR.
+// int32_t members travel as kINT32 with one value, std::string members as kCHAR. An optional field
+// may be absent from createPlugin's fields, the member then keeping the default the struct gives
+// it: for attributes added after graphs and plans without them were made.
 template <typename Attrs>
 struct Field {
     const char* name;
     std::variant<int32_t Attrs::*, std::string Attrs::*> member;
+    bool optional = false;
 };
 
 template <typename Attrs>
@@ -50,8 +53,8 @@ std::vector<nvinfer1::PluginField> describeFields(const FieldTable<Attrs>& table
     return out;
 }
 
-// createPlugin: every field of the table must be present exactly once with its type, and no
-// other field may be present (a misspelt attribute is an error, not a silent default).
+// createPlugin: every field of the table must be present exactly once with its type (optional ones
+// at most once), and no other field may be present (a misspelt attribute is an error, not a silent default).
 template <typename Attrs>
 Status parseFields(const FieldTable<Attrs>& table, const nvinfer1::PluginFieldCollection* fc, Attrs* attrs) {
     const int32_t n = fc == nullptr ? 0 : fc->nbFields;
@@ -74,7 +77,7 @@ Status parseFields(const FieldTable<Attrs>& table, const nvinfer1::PluginFieldCo
         if (!s.ok()) return s;
     }
     for (size_t k = 0; k < table.size(); ++k) {
-        if (!seen[k])
+        if (!seen[k] && !table[k].optional)
             return Status::Error(std::string("missing field '") + table[k].name + "' (" +
                                  fieldTypeName(fieldType(table[k])) + ")");
     }

@@ -162,32 +162,54 @@ def test_scale_factor_resizes_round_trip_at_every_opset(exporter, opset, recompu
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_with_runtime_scales_keeps_its_meaning_by_staying_a_resize(capsys):
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor. DynamicResize
-    # samples by output size, which differs from sampling by a scale such as 2.3 (floor(5 * 2.3) = 11).
-    graph = helper.make_model(
+def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), **attrs) -> onnx.ModelProto:
+    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor.
+    return helper.make_model(
         helper.make_graph(
             [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",
-                              coordinate_transformation_mode="half_pixel")],
+             helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode=mode, **attrs)],
             "scales",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"]),
              helper.make_tensor_value_info("s", TensorProto.FLOAT, [2])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
-            [helper.make_tensor("ones", TensorProto.FLOAT, [2], [1.0, 1.0])],
+            [helper.make_tensor("ones", TensorProto.FLOAT, [2], list(leading))],
         ),
         opset_imports=[helper.make_opsetid("", 20)], ir_version=10,
     )
+
+
+@pytest.mark.parametrize(("mode", "attrs", "torch_mode"), [
+    ("linear", {"coordinate_transformation_mode": "half_pixel"}, "bilinear"),
+    ("cubic", {}, "bicubic"),
+    ("nearest", {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, "nearest"),
+    ("nearest", {"coordinate_transformation_mode": "half_pixel", "nearest_mode": "round_prefer_ceil"}, "nearest-exact"),
+])
+def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_its_meaning(mode, attrs, torch_mode,
+                                                                                             capsys):
+    graph = _runtime_scales_resize(mode, **attrs)
     pluginized = pluginize(graph)
-    assert ops(pluginized) == ["Concat", "Resize"]
-    assert "left as Resize: its scales arrive at run time" in capsys.readouterr().out
+    onnx.checker.check_model(pluginized, full_check=True)
+    [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
+    node_attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert len(node.input) == 3 and node_attrs["coordinate_scale"] == b"scales"
+    assert node_attrs["mode"] == torch_mode.encode()
+    assert "coordinates by scales[2:4]" in capsys.readouterr().out
     decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
     x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
-    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0]):
+    # 2.3 and 0.7 at these sizes are where sampling by output size was off (by up to 0.5 and more).
+    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0], [0.7, 2.3], [1.5, 0.7]):
         s = np.array(scales, np.float32)
-        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bilinear",
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode=torch_mode,
                                  recompute_scale_factor=False).numpy()
-        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], expected, rtol=1e-5, atol=1e-5)
+        [original], [got] = run(graph, x=x, s=s), run(decomposed, x=x, s=s)
+        np.testing.assert_allclose(original, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_with_runtime_scales_of_n_or_c_is_refused():
+    with pytest.raises(PluginizeError, match=r"scales for N and C are \[1.0, 2.0\]"):
+        pluginize(_runtime_scales_resize("linear", leading=(1.0, 2.0)))
 
 
 class FixedSize(torch.nn.Module):
