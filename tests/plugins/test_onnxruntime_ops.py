@@ -209,6 +209,28 @@ def test_bad_resize_inputs_fail_the_run_with_the_reason(x_shape, size, message):
         s.run(None, {"x": np.zeros(x_shape, np.float32), "size": np.array(size, np.int64)})
 
 
+def test_pluginized_resize_by_runtime_scales_runs_natively_like_pytorch():
+    f = TensorProto.FLOAT
+    graph = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
+             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", cubic_coeff_a=-0.75)],
+            "scales", [helper.make_tensor_value_info("x", f, ["N", 3, "H", "W"]),
+                       helper.make_tensor_value_info("s", f, [2])],
+            [helper.make_tensor_value_info("y", f, ["N", 3, "OH", "OW"])],
+            [helper.make_tensor("ones", f, [2], [1.0, 1.0])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    pluginized = pluginize(graph, log=lambda _: None)
+    assert [n.op_type for n in pluginized.graph.node if n.domain == "plugserve"] == ["DynamicResize"]
+    x = np.random.default_rng(8).random((2, 3, 9, 6), dtype=np.float32)
+    for scales in ([2.3, 2.3], [0.7, 1.5]):
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bicubic",
+                                 recompute_scale_factor=False).numpy()
+        [native], [decomposed] = both(pluginized, x=x, s=np.array(scales, np.float32))
+        np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(decomposed, expected, rtol=0, atol=1e-5)
+
+
 def test_bad_msda_inputs_fail_the_run_with_the_reason():
     rng = np.random.default_rng(4)
     s = session(msda_model(2))

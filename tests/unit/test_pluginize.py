@@ -162,19 +162,22 @@ def test_scale_factor_resizes_round_trip_at_every_opset(exporter, opset, recompu
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), **attrs) -> onnx.ModelProto:
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor.
+def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), opset: int = 20, **attrs) -> onnx.ModelProto:
+    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor; before
+    # opset 13 Resize's roi is a required input (an empty tensor).
     return helper.make_model(
         helper.make_graph(
             [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode=mode, **attrs)],
+             helper.make_node("Resize", ["x", "" if opset >= 13 else "roi", "scales"], ["y"], name="up", mode=mode,
+                              **attrs)],
             "scales",
             [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"]),
              helper.make_tensor_value_info("s", TensorProto.FLOAT, [2])],
             [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
-            [helper.make_tensor("ones", TensorProto.FLOAT, [2], list(leading))],
+            [helper.make_tensor("ones", TensorProto.FLOAT, [2], list(leading)),
+             helper.make_tensor("roi", TensorProto.FLOAT, [0], [])],
         ),
-        opset_imports=[helper.make_opsetid("", 20)], ir_version=10,
+        opset_imports=[helper.make_opsetid("", opset)], ir_version=10 if opset >= 13 else 6,
     )
 
 
@@ -184,9 +187,10 @@ def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), **attrs) -> onnx.Model
     ("nearest", {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, "nearest"),
     ("nearest", {"coordinate_transformation_mode": "half_pixel", "nearest_mode": "round_prefer_ceil"}, "nearest-exact"),
 ])
+@pytest.mark.parametrize("opset", [11, 13, 20])
 def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_its_meaning(mode, attrs, torch_mode,
-                                                                                             capsys):
-    graph = _runtime_scales_resize(mode, **attrs)
+                                                                                             opset, capsys):
+    graph = _runtime_scales_resize(mode, opset=opset, **attrs)
     pluginized = pluginize(graph)
     onnx.checker.check_model(pluginized, full_check=True)
     [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
@@ -196,6 +200,7 @@ def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_i
     assert "coordinates by scales[2:4]" in capsys.readouterr().out
     decomposed = decompose(pluginized)
     onnx.checker.check_model(decomposed, full_check=True)
+    assert _opset(pluginized) == _opset(decomposed) == opset
     x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
     # 2.3 and 0.7 at these sizes are where sampling by output size was off (by up to 0.5 and more).
     for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0], [0.7, 2.3], [1.5, 0.7]):
