@@ -229,16 +229,9 @@ def test_pluginized_tutorial_graphs_pass_every_step(harness):
     assert node["op"] == "MSDeformAttn"
 
 
-def test_a_pluginized_resize_by_runtime_scales_passes_every_step_with_scales_as_a_float_device_input(harness):
-    graph = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear")],
-            "scales", [helper.make_tensor_value_info("x", F32, ["N", 3, "H", "W"]),
-                       helper.make_tensor_value_info("s", F32, [2])],
-            [helper.make_tensor_value_info("y", F32, ["N", 3, "OH", "OW"])],
-            [helper.make_tensor("ones", F32, [2], [1.0, 1.0])]),
-        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+def test_a_pluginized_resize_by_runtime_scales_passes_every_step_with_scales_as_a_float_device_input(
+        harness, resize_by_runtime_scales):
+    graph = resize_by_runtime_scales("linear", opset=17)
     model = pluginize(graph, log=lambda _: None)
     profiles = [{"x": ([1, 3, 8, 8], [2, 3, 16, 16], [4, 3, 32, 32]), "s": ([2.0, 2.0], [2.3, 1.7], [3.0, 0.7])}]
     names = {t for n in check_plugins.plugin_nodes(model) for t in n.input if t}

@@ -209,17 +209,8 @@ def test_bad_resize_inputs_fail_the_run_with_the_reason(x_shape, size, message):
         s.run(None, {"x": np.zeros(x_shape, np.float32), "size": np.array(size, np.int64)})
 
 
-def test_pluginized_resize_by_runtime_scales_runs_natively_like_pytorch():
-    f = TensorProto.FLOAT
-    graph = helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="cubic", cubic_coeff_a=-0.75)],
-            "scales", [helper.make_tensor_value_info("x", f, ["N", 3, "H", "W"]),
-                       helper.make_tensor_value_info("s", f, [2])],
-            [helper.make_tensor_value_info("y", f, ["N", 3, "OH", "OW"])],
-            [helper.make_tensor("ones", f, [2], [1.0, 1.0])]),
-        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+def test_pluginized_resize_by_runtime_scales_runs_natively_like_pytorch(resize_by_runtime_scales):
+    graph = resize_by_runtime_scales("cubic", cubic_coeff_a=-0.75)
     pluginized = pluginize(graph, log=lambda _: None)
     assert [n.op_type for n in pluginized.graph.node if n.domain == "plugserve"] == ["DynamicResize"]
     x = np.random.default_rng(8).random((2, 3, 9, 6), dtype=np.float32)

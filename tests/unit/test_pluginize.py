@@ -162,25 +162,6 @@ def test_scale_factor_resizes_round_trip_at_every_opset(exporter, opset, recompu
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), opset: int = 20, **attrs) -> onnx.ModelProto:
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor; before
-    # opset 13 Resize's roi is a required input (an empty tensor).
-    return helper.make_model(
-        helper.make_graph(
-            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "" if opset >= 13 else "roi", "scales"], ["y"], name="up", mode=mode,
-                              **attrs)],
-            "scales",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"]),
-             helper.make_tensor_value_info("s", TensorProto.FLOAT, [2])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
-            [helper.make_tensor("ones", TensorProto.FLOAT, [2], list(leading)),
-             helper.make_tensor("roi", TensorProto.FLOAT, [0], [])],
-        ),
-        opset_imports=[helper.make_opsetid("", opset)], ir_version=10 if opset >= 13 else 6,
-    )
-
-
 @pytest.mark.parametrize(("mode", "attrs", "torch_mode"), [
     ("linear", {"coordinate_transformation_mode": "half_pixel"}, "bilinear"),
     ("cubic", {}, "bicubic"),
@@ -189,8 +170,9 @@ def _runtime_scales_resize(mode: str, leading=(1.0, 1.0), opset: int = 20, **att
 ])
 @pytest.mark.parametrize("opset", [11, 13, 20])
 def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_its_meaning(mode, attrs, torch_mode,
-                                                                                             opset, capsys):
-    graph = _runtime_scales_resize(mode, opset=opset, **attrs)
+                                                                                             opset, capsys,
+                                                                                             resize_by_runtime_scales):
+    graph = resize_by_runtime_scales(mode, opset=opset, **attrs)
     pluginized = pluginize(graph)
     onnx.checker.check_model(pluginized, full_check=True)
     [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
@@ -212,9 +194,9 @@ def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_i
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_with_runtime_scales_of_n_or_c_is_refused():
+def test_resize_with_runtime_scales_of_n_or_c_is_refused(resize_by_runtime_scales):
     with pytest.raises(PluginizeError, match=r"scales for N and C are \[1.0, 2.0\]"):
-        pluginize(_runtime_scales_resize("linear", leading=(1.0, 2.0)))
+        pluginize(resize_by_runtime_scales("linear", leading=(1.0, 2.0)))
 
 
 class FixedSize(torch.nn.Module):
