@@ -194,6 +194,23 @@ def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_i
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
+def test_resize_with_scales_computed_from_constants_stays_with_a_note_on_runtime_scales(capsys):
+    # Concat(Constant[1, 1], Constant[2.3, 2.3]): computed in the graph, yet constant.
+    graph = helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Constant", [], ["ones"], value=helper.make_tensor("o", TensorProto.FLOAT, [2], [1, 1])),
+             helper.make_node("Constant", [], ["hw"], value=helper.make_tensor("f", TensorProto.FLOAT, [2], [2.3, 2.3])),
+             helper.make_node("Concat", ["ones", "hw"], ["scales"], axis=0),
+             helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="linear")],
+            "baked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "OH", "OW"])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    assert ops(pluginize(graph)) == ["Constant", "Constant", "Concat", "Resize"]
+    out = capsys.readouterr().out
+    assert "left as Resize: its scales" in out and "constants baked into the graph" in out
+    assert "pass the scales as a graph input" in out
+
+
 def test_resize_with_runtime_scales_of_n_or_c_is_refused(resize_by_runtime_scales):
     with pytest.raises(PluginizeError, match=r"scales for N and C are \[1.0, 2.0\]"):
         pluginize(resize_by_runtime_scales("linear", leading=(1.0, 2.0)))
