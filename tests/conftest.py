@@ -48,6 +48,33 @@ def write_tiny_onnx(path: Path) -> Path:
     return path
 
 
+def resize_by_runtime_scales_graph(mode: str, *, leading=(1.0, 1.0), opset: int = 20, **attrs):
+    """Resize x by the runtime scales s of H and W, as exporters write a tensor scale factor:
+    scales = Concat(`leading` (N, C), s). Before opset 13 Resize's roi is a required input (empty)."""
+    from onnx import TensorProto, helper
+
+    return helper.make_model(
+        helper.make_graph(
+            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
+             helper.make_node("Resize", ["x", "" if opset >= 13 else "roi", "scales"], ["y"], name="up", mode=mode,
+                              **attrs)],
+            "scales",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"]),
+             helper.make_tensor_value_info("s", TensorProto.FLOAT, [2])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "OH", "OW"])],
+            [helper.make_tensor("ones", TensorProto.FLOAT, [2], list(leading)),
+             helper.make_tensor("roi", TensorProto.FLOAT, [0], [])],
+        ),
+        opset_imports=[helper.make_opsetid("", opset)], ir_version=10 if opset >= 13 else 6,
+    )
+
+
+@pytest.fixture
+def resize_by_runtime_scales():
+    """`resize_by_runtime_scales(mode, leading=..., opset=..., **attrs)`: resize_by_runtime_scales_graph."""
+    return resize_by_runtime_scales_graph
+
+
 @pytest.fixture
 def tiny_models_yaml(tmp_path: Path) -> Path:
     """models.yaml of the `tiny` model (and its tiny.onnx) in a fresh directory."""

@@ -69,11 +69,12 @@ Status toIndexType(int code, IndexType* out) {
 }
 
 Status resizeArgs(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w,
-                  const char* mode, int align_corners, int dtype, plugserve::dynamic_resize::Params* p, DType* t) {
+                  const char* mode, int align_corners, const float* scales, int dtype,
+                  plugserve::dynamic_resize::Params* p, DType* t) {
     plugserve::dynamic_resize::Mode m;
     Status s = plugserve::dynamic_resize::parseMode(mode, &m);
     if (!s.ok()) return s;
-    *p = {batch, channels, in_h, in_w, out_h, out_w, m, align_corners != 0};
+    *p = {batch, channels, in_h, in_w, out_h, out_w, m, align_corners != 0, scales};
     return toDType(dtype, "DynamicResize", t);
 }
 
@@ -102,23 +103,25 @@ PLUGSERVE_API const char* plugserve_build_info(void) {
 PLUGSERVE_API const char* plugserve_last_error(void) { return g_last_error.c_str(); }
 
 PLUGSERVE_API int plugserve_dynamic_resize(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
-                                           int64_t out_w, const char* mode, int align_corners, int dtype,
-                                           const void* x, void* y, void* stream) {
+                                           int64_t out_w, const char* mode, int align_corners, const float* scales,
+                                           int dtype, const void* x, void* y, void* stream) {
     return guarded([&] {
         plugserve::dynamic_resize::Params p;
         DType t;
-        const Status s = resizeArgs(batch, channels, in_h, in_w, out_h, out_w, mode, align_corners, dtype, &p, &t);
+        const Status s = resizeArgs(batch, channels, in_h, in_w, out_h, out_w, mode, align_corners, scales, dtype, &p,
+                                    &t);
         return s.ok() ? plugserve::dynamic_resize::launch(p, t, x, y, static_cast<cudaStream_t>(stream)) : s;
     });
 }
 
 PLUGSERVE_API int plugserve_dynamic_resize_cpu(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w,
                                                int64_t out_h, int64_t out_w, const char* mode, int align_corners,
-                                               int dtype, const void* x, void* y) {
+                                               const float* scales, int dtype, const void* x, void* y) {
     return guarded([&] {
         plugserve::dynamic_resize::Params p;
         DType t;
-        const Status s = resizeArgs(batch, channels, in_h, in_w, out_h, out_w, mode, align_corners, dtype, &p, &t);
+        const Status s = resizeArgs(batch, channels, in_h, in_w, out_h, out_w, mode, align_corners, scales, dtype, &p,
+                                    &t);
         return s.ok() ? plugserve::dynamic_resize::runCpu(p, t, x, y) : s;
     });
 }

@@ -29,13 +29,16 @@ const char* plugserve_build_info(void);
 const char* plugserve_last_error(void);
 
 /* x [batch, channels, in_h, in_w] -> y [batch, channels, out_h, out_w]; mode "bicubic" |
- * "bilinear" | "nearest" | "nearest-exact"; align_corners 0/1. Same results as torch.nn.functional.interpolate. */
+ * "bilinear" | "nearest" | "nearest-exact"; align_corners 0/1. Same results as torch.nn.functional.interpolate.
+ * scales: NULL, or two floats (h, w) > 0 by which source coordinates scale (1/scale) instead of by
+ * in/out, as F.interpolate(scale_factor=..., recompute_scale_factor=False) and ONNX Resize with
+ * scales do; in the memory of x (device for the GPU call, where they are not checked). */
 int plugserve_dynamic_resize(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
-                             int64_t out_w, const char* mode, int align_corners, int dtype, const void* x, void* y,
-                             void* stream);
+                             int64_t out_w, const char* mode, int align_corners, const float* scales, int dtype,
+                             const void* x, void* y, void* stream);
 int plugserve_dynamic_resize_cpu(int64_t batch, int64_t channels, int64_t in_h, int64_t in_w, int64_t out_h,
-                                 int64_t out_w, const char* mode, int align_corners, int dtype, const void* x,
-                                 void* y);
+                                 int64_t out_w, const char* mode, int align_corners, const float* scales, int dtype,
+                                 const void* x, void* y);
 
 /* value [batch, num_values, num_heads, head_dim], spatial_shapes [num_levels, 2],
  * level_start_index [num_levels], sampling_locations [batch, num_queries, num_heads, num_levels,

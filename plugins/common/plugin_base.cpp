@@ -79,6 +79,7 @@ bool accepts(const TypeRule& rule, const nvinfer1::DynamicPluginTensorDesc* inOu
     switch (rule.kind) {
         case TypeRule::kNone: return false;
         case TypeRule::kFloat: return isFloat;
+        case TypeRule::kFloat32: return type == nvinfer1::DataType::kFLOAT;
         case TypeRule::kIndex: return isIndex;
         case TypeRule::kFloatOrIndex: return isFloat || isIndex;
         case TypeRule::kSameAs: return rule.same_as < pos && type == inOut[rule.same_as].desc.type;

@@ -63,8 +63,8 @@ const char* dataTypeName(nvinfer1::DataType type);
 
 // What supportsFormatCombination accepts at one position (always with linear format).
 struct TypeRule {
-    // kSameAsOrFloat32: the type of `same_as`, or float32 (mixed precision's fp32 tensors).
-    enum Kind { kNone, kFloat, kIndex, kFloatOrIndex, kSameAs, kSameAsOrFloat32 } kind;
+    // kFloat32: float32 only; kSameAsOrFloat32: the type of `same_as`, or float32 (mixed precision's fp32 tensors).
+    enum Kind { kNone, kFloat, kFloat32, kIndex, kFloatOrIndex, kSameAs, kSameAsOrFloat32 } kind;
     int32_t same_as = 0;  // for kSameAs*: the earlier position whose type this one must equal
 };
 bool accepts(const TypeRule& rule, const nvinfer1::DynamicPluginTensorDesc* inOut, int32_t pos);

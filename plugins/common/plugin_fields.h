@@ -53,8 +53,8 @@ std::vector<nvinfer1::PluginField> describeFields(const FieldTable<Attrs>& table
     return out;
 }
 
-// createPlugin: every field of the table must be present exactly once with its type, and no
-// other field may be present (a misspelt attribute is an error, not a silent default).
+// createPlugin: every field of the table must be present exactly once with its type (optional ones
+// at most once), and no other field may be present (a misspelt attribute is an error, not a silent default).
 template <typename Attrs>
 Status parseFields(const FieldTable<Attrs>& table, const nvinfer1::PluginFieldCollection* fc, Attrs* attrs) {
     const int32_t n = fc == nullptr ? 0 : fc->nbFields;

@@ -40,6 +40,15 @@ Status parseMode(const char* name, Mode* mode) {
                          name + "'");
 }
 
+Status parseCoordinateScale(const char* name, bool* given_scales) {
+    if (name != nullptr && (std::strcmp(name, "size") == 0 || std::strcmp(name, "scales") == 0)) {
+        *given_scales = std::strcmp(name, "scales") == 0;
+        return Status::Ok();
+    }
+    return Status::Error(std::string("DynamicResize: coordinate_scale must be 'size' or 'scales', got '") +
+                         (name == nullptr ? "" : name) + "'");
+}
+
 const char* modeName(Mode m) {
     switch (m) {
         case Mode::kNearest: return "nearest";

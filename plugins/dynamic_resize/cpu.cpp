@@ -1,4 +1,6 @@
 // DynamicResize on the CPU: the same window math as the CUDA kernel, one output pixel at a time.
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "dynamic_resize/kernel.cuh"
@@ -11,8 +13,8 @@ void resizeCpu(const Params& p, const T* in, T* out, const ParallelFor* parallel
     constexpr int K = Taps<M>::value;
     const int in_h = static_cast<int>(p.in_h), in_w = static_cast<int>(p.in_w);
     const int out_h = static_cast<int>(p.out_h), out_w = static_cast<int>(p.out_w);
-    const float scale_h = areaScale(in_h, out_h, p.align_corners);
-    const float scale_w = areaScale(in_w, out_w, p.align_corners);
+    const float scale_h = areaScale(in_h, out_h, p.align_corners, p.scales);
+    const float scale_w = areaScale(in_w, out_w, p.align_corners, p.scales == nullptr ? nullptr : p.scales + 1);
 
     // Column windows are the same for every row and plane.
     std::vector<Window<K>> cols(out_w);
@@ -59,6 +61,12 @@ Status runCpu(const Params& p, DType dtype, const void* in, void* out, const Par
     if (!s.ok()) return s;
     if (p.batch * p.channels == 0) return Status::Ok();
     if (in == nullptr || out == nullptr) return Status::Error("DynamicResize: input or output pointer is null");
+    if (p.scales != nullptr) {
+        for (int i = 0; i < 2; ++i)
+            if (!(std::isfinite(p.scales[i]) && p.scales[i] > 0.f))
+                return Status::Error(std::string("DynamicResize: scales must be finite and > 0, got ") +
+                                     (i == 0 ? "height " : "width ") + std::to_string(p.scales[i]));
+    }
     switch (dtype) {
         case DType::kFloat32: dispatchMode<float>(p, in, out, parallel); break;
         case DType::kFloat16: dispatchMode<__half>(p, in, out, parallel); break;

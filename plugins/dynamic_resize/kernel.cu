@@ -167,12 +167,18 @@ struct alignas(sizeof(float) * kCols) Filtered {
 // windows step by one pixel (upscaling), the tile's windows overlap and each input row is filtered
 // once (x4 bicubic: 7 rows for 16 output rows instead of 64); otherwise each output row gets its own
 // K slots.
-template <typename T, Mode M, typename Filter>
+// With kGivenScales, scale_h and scale_w come from `scales` (Params::scales, two floats in device
+// memory, which the host never reads); a template flag, so that the size path reads nothing more.
+template <typename T, Mode M, typename Filter, bool kGivenScales>
 __global__ void __launch_bounds__(kBlock, Filter::kBlocksPerSm)
     resizeKernel(const T* __restrict__ in, T* __restrict__ out, int in_h, int in_w, int out_h, int out_w,
-                 float scale_h, float scale_w, bool align_corners, bool rows_step_by_one, int rows, int tiles_x,
-                 int tiles_y, long long tasks, bool vector_store) {
+                 float scale_h, float scale_w, const float* __restrict__ scales, bool align_corners,
+                 bool rows_step_by_one, int rows, int tiles_x, int tiles_y, long long tasks, bool vector_store) {
     constexpr int K = Taps<M>::value;
+    if constexpr (kGivenScales) {
+        scale_h = areaScale(in_h, out_h, align_corners, scales);
+        scale_w = areaScale(in_w, out_w, align_corners, scales + 1);
+    }
     // Row windows are the same for every thread of a block: computed once, read from shared memory.
     __shared__ int row_start[kMaxRows];
     __shared__ float row_weight[kMaxRows][K];
@@ -301,7 +307,10 @@ Status launchTyped(const Params& p, const void* in, void* out, cudaStream_t stre
     if (!s.ok()) return s;
     const long long threads_per_row = static_cast<long long>(tiles_x) * kBlock * planes;
     const float scale_h = areaScale(in_h, out_h, p.align_corners), scale_w = areaScale(in_w, out_w, p.align_corners);
-    const bool rows_step_by_one = windowsStepByOne(scale_h, in_h);
+    // Given scales live on the device, so the host cannot check the step-by-one premises on them:
+    // their kernel takes the paths that are right for any scale.
+    const bool given_scales = p.scales != nullptr;
+    const bool rows_step_by_one = !given_scales && windowsStepByOne(scale_h, in_h);
     constexpr int K = Taps<M>::value;
     // Filtered-row slots a tile of `rows` output rows needs at most (one more than the windows'
     // spread, for the rounding of their starts).
@@ -318,10 +327,11 @@ Status launchTyped(const Params& p, const void* in, void* out, cudaStream_t stre
     const unsigned grid = static_cast<unsigned>(std::min<long long>(tasks, INT32_MAX));
     const bool vector_store =
         out_w % kCols == 0 && reinterpret_cast<uintptr_t>(out) % (kCols * sizeof(T)) == 0;
-    const auto kernel = windowsStepByOne(scale_w, in_w) ? resizeKernel<T, M, SharedSpanFilter<T, M>>
-                                                        : resizeKernel<T, M, PerColumnFilter<T, M>>;
+    const auto kernel = given_scales                    ? resizeKernel<T, M, PerColumnFilter<T, M>, true>
+                        : windowsStepByOne(scale_w, in_w) ? resizeKernel<T, M, SharedSpanFilter<T, M>, false>
+                                                          : resizeKernel<T, M, PerColumnFilter<T, M>, false>;
     kernel<<<grid, kBlock, slot_bytes(rows), stream>>>(
-        static_cast<const T*>(in), static_cast<T*>(out), in_h, in_w, out_h, out_w, scale_h, scale_w,
+        static_cast<const T*>(in), static_cast<T*>(out), in_h, in_w, out_h, out_w, scale_h, scale_w, p.scales,
         p.align_corners, rows_step_by_one, rows, tiles_x, tiles_y, tasks, vector_store);
     return cudaStatus(cudaGetLastError(), "DynamicResize: kernel launch");
 }

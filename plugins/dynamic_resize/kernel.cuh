@@ -1,6 +1,7 @@
 // DynamicResize math, shared by the CUDA kernel (kernel.cu) and the CPU implementation (cpu.cpp).
 // Follows PyTorch's upsample_{nearest,bilinear,bicubic}2d with an explicit output size:
-// the scale is in/out (or (in-1)/(out-1) with align_corners) in fp32, borders are clamped.
+// the scale is in/out (or (in-1)/(out-1) with align_corners) in fp32, or 1/scale where scales
+// are given, borders are clamped.
 #pragma once
 
 #include <cmath>
@@ -33,6 +34,12 @@ struct Window {
 PS_HD float areaScale(int in_size, int out_size, bool align_corners) {
     if (align_corners) return out_size > 1 ? static_cast<float>(in_size - 1) / static_cast<float>(out_size - 1) : 0.f;
     return static_cast<float>(in_size) / static_cast<float>(out_size);
+}
+
+// PyTorch's area_pixel_compute_scale when a scale is given (Params::scales): 1 / scale, unless
+// align_corners, which ignores it.
+PS_HD float areaScale(int in_size, int out_size, bool align_corners, const float* given) {
+    return given != nullptr && !align_corners ? 1.f / *given : areaScale(in_size, out_size, align_corners);
 }
 
 PS_HD float sourceIndex(float scale, int dst, bool align_corners, bool cubic) {

@@ -6,15 +6,20 @@ namespace {
 
 namespace dr = dynamic_resize;
 
-// Input names as the messages give them; index 1 only exists in the legacy form.
+// Device input names as the messages give them: index 1 is the legacy size tensor, or scales.
 constexpr const char* kInputNames[] = {"X", "size"};
+constexpr const char* kScalesInputNames[] = {"X", "scales"};
 
 Status applyAttrs(const DynamicResizeAttrs& attrs, dr::Params* p) {
     if (attrs.align_corners != 0 && attrs.align_corners != 1)
         return Status::Error("field 'align_corners' must be 0 or 1, got " + std::to_string(attrs.align_corners));
     p->align_corners = attrs.align_corners == 1;
+    bool given_scales = false;  // only checked here (so at creation); the glue asks givenScales
+    if (Status s = dr::parseCoordinateScale(attrs.coordinate_scale.c_str(), &given_scales); !s.ok()) return s;
     return dr::parseMode(attrs.mode.c_str(), &p->mode);
 }
+
+bool givenScales(const DynamicResizeAttrs& attrs) { return attrs.coordinate_scale == "scales"; }
 
 }  // namespace
 
@@ -22,6 +27,7 @@ const FieldTable<DynamicResizeAttrs>& DynamicResizePlugin::fields() {
     static const FieldTable<DynamicResizeAttrs> table = {
         {"mode", &DynamicResizeAttrs::mode},
         {"align_corners", &DynamicResizeAttrs::align_corners},
+        {"coordinate_scale", &DynamicResizeAttrs::coordinate_scale, true},
     };
     return table;
 }
@@ -37,11 +43,20 @@ Status DynamicResizePlugin::checkAttrs(const DynamicResizeAttrs& attrs) {
 TypeRule DynamicResizePlugin::typeRule(int32_t pos, int32_t nbInputs) const {
     if (pos == 0) return {TypeRule::kFloat};
     if (pos == nbInputs) return {TypeRule::kSameAs, 0};  // the output
-    if (pos == 1 && nbInputs == 2) return {TypeRule::kFloatOrIndex};
+    if (pos == 1 && nbInputs == 2) return {givenScales(attrs()) ? TypeRule::kFloat32 : TypeRule::kFloatOrIndex};
     return {TypeRule::kNone};
 }
 
 Status DynamicResizePlugin::checkInputs(const nvinfer1::Dims* in, int32_t nbInputs) const {
+    if (givenScales(attrs())) {
+        if (nbInputs != 2)
+            return Status::Error("coordinate_scale 'scales' takes X and scales as device inputs and size as a shape "
+                                 "input; got " + std::to_string(nbInputs) + " device inputs");
+        if (Status s = checkRanks(in, nbInputs, {4, 1}, kScalesInputNames); !s.ok()) return s;
+        if (in[1].d[0] != -1 && in[1].d[0] != 2)
+            return Status::Error("scales must hold 2 values (height, width), got " + std::to_string(in[1].d[0]));
+        return Status::Ok();
+    }
     if (nbInputs == 1) return checkRanks(in, nbInputs, {4}, kInputNames);
     if (nbInputs == 2) {
         if (in[1].nbDims == 1)
@@ -59,7 +74,7 @@ Status DynamicResizePlugin::outputShape(const nvinfer1::DimsExprs* in, int32_t n
                                         nvinfer1::DimsExprs& out, nvinfer1::IExprBuilder& /*builder*/) const {
     const nvinfer1::IDimensionExpr* height = nullptr;
     const nvinfer1::IDimensionExpr* width = nullptr;
-    if (nbInputs == 1) {
+    if (nbInputs == 1 || givenScales(attrs())) {
         // The "dims" of a shape input are its values: (output H, output W).
         if (nbShapeInputs != 1 || shapeInputs[0].nbDims != 2)
             return Status::Error("size must be one shape input with 2 values, got " + std::to_string(nbShapeInputs) +
@@ -103,6 +118,7 @@ Status DynamicResizePlugin::launch(const nvinfer1::PluginTensorDesc* in, const n
     if (Status s = paramsFrom(in[0].dims, out.dims, &p); !s.ok()) return s;
     DType dtype;
     if (Status s = dtypeOf("X", in[0].type, &dtype); !s.ok()) return s;
+    if (givenScales(attrs())) p.scales = static_cast<const float*>(inputs[1]);
     return dr::launch(p, dtype, inputs[0], output, stream);
 }
 

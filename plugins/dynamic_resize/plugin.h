@@ -10,11 +10,15 @@
 namespace plugserve::trt {
 
 struct DynamicResizeAttrs {
-    std::string mode;       // "bicubic" | "bilinear" | "nearest"
-    int32_t align_corners;  // 0 or 1
+    std::string mode;                        // "bicubic" | "bilinear" | "nearest" | "nearest-exact"
+    int32_t align_corners;                   // 0 or 1
+    std::string coordinate_scale = "size";  // "size" | "scales" (optional: plans before it have none)
 };
 
-// Two input forms, told apart by the number of device inputs:
+// With coordinate_scale "scales": X and `scales` (float32 [2], read by the kernel on the device) as
+// device inputs plus `size` as a shape input; shape tensors must be integer, so the output extents
+// still come from `size` and only the source coordinates from `scales`. Otherwise two input forms,
+// told apart by the number of device inputs:
 // - X plus `size` as a shape input: TensorRT gives the values of a shape input to V3 plugins
 //   only in getOutputShapes (as the `shapeInputs` expressions), never to enqueue, so the output
 //   extents come from there and enqueue reads them back from the output's dims. The ONNX parser

@@ -51,14 +51,23 @@ Status readSize(const Tensor& size, int64_t* out_h, int64_t* out_w) {
     return Status::Ok();
 }
 
-Status resizeParams(const ResizeAttrs& attrs, const Tensor& x, const Tensor& size, dynamic_resize::Params* p,
-                    DType* dtype) {
+Status resizeParams(const ResizeAttrs& attrs, const Tensor& x, const Tensor& size, const Tensor* scales,
+                    dynamic_resize::Params* p, DType* dtype) {
     if (Status s = floatType(x.elem_type, "DynamicResize: x", dtype); !s.ok()) return s;
     if (x.dims.size() != 4)
         return Status::Error("DynamicResize: x must be 4-D [N, C, H, W], got shape " + dimsText(x.dims));
     int64_t out_h = 0, out_w = 0;
     if (Status s = readSize(size, &out_h, &out_w); !s.ok()) return s;
     *p = {x.dims[0], x.dims[1], x.dims[2], x.dims[3], out_h, out_w, attrs.mode, attrs.align_corners};
+    if (attrs.given_scales != (scales != nullptr))
+        return Status::Error(attrs.given_scales ? "DynamicResize: coordinate_scale='scales' needs a third input, scales"
+                                                : "DynamicResize: a third input (scales) needs coordinate_scale='scales'");
+    if (scales != nullptr) {
+        if (scales->elem_type != kFloat || scales->dims != std::vector<int64_t>{2})
+            return Status::Error("DynamicResize: scales must be float32 [2] (height, width), got ONNX element type " +
+                                 std::to_string(scales->elem_type) + " " + dimsText(scales->dims));
+        p->scales = static_cast<const float*>(scales->data);
+    }
     return dynamic_resize::validate(*p);
 }
 
@@ -96,7 +105,8 @@ Status msdaParams(const Tensor (&in)[kMsdaInputs], ms_deform_attn::Params* p, DT
 
 }  // namespace
 
-Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, ResizeAttrs* out) {
+Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, const std::string* coordinate_scale,
+                        ResizeAttrs* out) {
     if (mode == nullptr) return Status::Error("DynamicResize: the node has no string attribute 'mode'");
     if (align_corners == nullptr)
         return Status::Error("DynamicResize: the node has no int attribute 'align_corners' (0 or 1)");
@@ -105,6 +115,11 @@ Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, R
                              std::to_string(*align_corners));
     if (Status s = dynamic_resize::parseMode(mode->c_str(), &out->mode); !s.ok()) return s;
     out->align_corners = *align_corners == 1;
+    out->given_scales = false;
+    if (coordinate_scale != nullptr) {
+        if (Status s = dynamic_resize::parseCoordinateScale(coordinate_scale->c_str(), &out->given_scales); !s.ok())
+            return s;
+    }
     // The kernel's own rules on a 1x1 image, so that a combination it rejects (align_corners with
     // nearest) fails when the session is created, not at the first run.
     return dynamic_resize::validate({1, 1, 1, 1, 1, 1, out->mode, out->align_corners});
@@ -121,11 +136,11 @@ Status resizeOutputDims(const Tensor& x, const Tensor& size, std::vector<int64_t
     return Status::Ok();
 }
 
-Status runResize(Device device, const ResizeAttrs& attrs, const Tensor& x, const Tensor& size, void* y, void* stream,
-                 const ParallelFor* parallel) {
+Status runResize(Device device, const ResizeAttrs& attrs, const Tensor& x, const Tensor& size, const Tensor* scales,
+                 void* y, void* stream, const ParallelFor* parallel) {
     dynamic_resize::Params p;
     DType dtype;
-    if (Status s = resizeParams(attrs, x, size, &p, &dtype); !s.ok()) return s;
+    if (Status s = resizeParams(attrs, x, size, scales, &p, &dtype); !s.ok()) return s;
     if (device == Device::kCuda)
         return dynamic_resize::launch(p, dtype, x.data, y, static_cast<cudaStream_t>(stream));
     return dynamic_resize::runCpu(p, dtype, x.data, y, parallel);

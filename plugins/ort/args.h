@@ -31,15 +31,19 @@ struct Tensor {
 struct ResizeAttrs {
     dynamic_resize::Mode mode;
     bool align_corners;
+    bool given_scales;  // coordinate_scale "scales": the third input holds them
 };
 
-// From the node's attributes, once per kernel; a null pointer is an attribute the node lacks.
-Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, ResizeAttrs* out);
+// From the node's attributes, once per kernel; a null pointer is an attribute the node lacks
+// (coordinate_scale is optional, "size" by default).
+Status parseResizeAttrs(const std::string* mode, const int64_t* align_corners, const std::string* coordinate_scale,
+                        ResizeAttrs* out);
 
-// Inputs: x [N, C, H, W], size [2] (its values in host memory on every device).
+// Inputs: x [N, C, H, W], size [2] (its values in host memory on every device), and with given_scales
+// scales float32 [2] (h, w) in the memory of x, else null.
 Status resizeOutputDims(const Tensor& x, const Tensor& size, std::vector<int64_t>* out);
-Status runResize(Device, const ResizeAttrs&, const Tensor& x, const Tensor& size, void* y, void* stream,
-                 const ParallelFor* parallel);
+Status runResize(Device, const ResizeAttrs&, const Tensor& x, const Tensor& size, const Tensor* scales, void* y,
+                 void* stream, const ParallelFor* parallel);
 
 // Inputs: value, spatial_shapes, level_start_index, sampling_locations, attention_weights.
 constexpr size_t kMsdaInputs = 5;

@@ -30,6 +30,7 @@ static_assert(ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT == kFloat && ONNX_TENSOR_ELEME
 constexpr const char* kDomain = "plugserve";
 
 enum class OpKind { kResize, kMsda };
+constexpr size_t kResizeInputs = 3;  // x, size, and optionally scales
 
 // Set once by the first RegisterCustomOps; every kernel call goes through it.
 const OrtApi* g_api = nullptr;
@@ -121,12 +122,18 @@ OrtStatus* compute(const Kernel& k, OrtKernelContext* context) {
     std::vector<int64_t> dims;
     void* out = nullptr;
     if (k.kind == OpKind::kResize) {
-        static constexpr const char* names[] = {"x", "size"};
-        Tensor in[2];
-        PS_ORT_RETURN_IF_ERROR(readInputs(context, names, 2, in));
+        static constexpr const char* names[] = {"x", "size", "scales"};
+        Tensor in[kResizeInputs];
+        size_t given = 0;
+        PS_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetInputCount(context, &given));
+        // scales, the optional third input, counts as absent when given as "".
+        const OrtValue* scales = nullptr;
+        if (given == kResizeInputs) PS_ORT_RETURN_IF_ERROR(g_api->KernelContext_GetInput(context, 2, &scales));
+        PS_ORT_RETURN_IF_ERROR(readInputs(context, names, scales == nullptr ? 2 : 3, in));
         PS_ORT_RETURN_IF_ERROR(toOrt(resizeOutputDims(in[0], in[1], &dims)));
         PS_ORT_RETURN_IF_ERROR(allocateOutput(context, dims, &out));
-        return toOrt(runResize(k.device, k.resize, in[0], in[1], out, stream, parallel));
+        return toOrt(runResize(k.device, k.resize, in[0], in[1], scales == nullptr ? nullptr : &in[2], out, stream,
+                               parallel));
     }
     static constexpr const char* names[kMsdaInputs] = {"value", "spatial_shapes", "level_start_index",
                                                        "sampling_locations", "attention_weights"};
@@ -163,13 +170,16 @@ OrtStatus* ORT_API_CALL createKernel(const OrtCustomOp* op, const OrtApi*, const
     return guarded([&]() -> OrtStatus* {
         auto k = std::make_unique<Kernel>(Kernel{def(op).kind, def(op).device, {}, {}});
         if (k->kind == OpKind::kResize) {
-            std::string mode;
+            std::string mode, coordinate_scale;
             int64_t align_corners = 0;
-            bool has_mode = false, has_align = false;
+            bool has_mode = false, has_align = false, has_coordinate_scale = false;
             PS_ORT_RETURN_IF_ERROR(stringAttribute(info, "mode", &mode, &has_mode));
+            PS_ORT_RETURN_IF_ERROR(stringAttribute(info, "coordinate_scale", &coordinate_scale, &has_coordinate_scale));
             intAttribute(info, "align_corners", &align_corners, &has_align);
             PS_ORT_RETURN_IF_ERROR(toOrt(parseResizeAttrs(has_mode ? &mode : nullptr,
-                                                          has_align ? &align_corners : nullptr, &k->resize)));
+                                                          has_align ? &align_corners : nullptr,
+                                                          has_coordinate_scale ? &coordinate_scale : nullptr,
+                                                          &k->resize)));
         } else {
             std::string layout = "heads_channels";  // the attribute is optional, as in the TensorRT plugin
             bool has_layout = false;
@@ -195,10 +205,13 @@ const char* ORT_API_CALL providerName(const OrtCustomOp* op) noexcept {
     return def(op).device == Device::kCpu ? "CPUExecutionProvider" : "CUDAExecutionProvider";
 }
 
-size_t ORT_API_CALL inputCount(const OrtCustomOp* op) noexcept { return def(op).kind == OpKind::kResize ? 2 : kMsdaInputs; }
+size_t ORT_API_CALL inputCount(const OrtCustomOp* op) noexcept {
+    return def(op).kind == OpKind::kResize ? kResizeInputs : kMsdaInputs;
+}
 
 ONNXTensorElementDataType ORT_API_CALL inputType(const OrtCustomOp* op, size_t index) noexcept {
     const OpDef& d = def(op);
+    if (d.kind == OpKind::kResize && index == 2) return ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;  // scales
     const bool is_index = d.kind == OpKind::kResize ? index == 1 : index == 1 || index == 2;
     if (is_index) return d.index_type;
     return d.kind == OpKind::kMsda && (index == 3 || index == 4) ? d.sampling_type : d.float_type;
@@ -210,6 +223,11 @@ ONNXTensorElementDataType ORT_API_CALL outputType(const OrtCustomOp* op, size_t)
 
 OrtCustomOpInputOutputCharacteristic ORT_API_CALL required(const OrtCustomOp*, size_t) noexcept {
     return INPUT_OUTPUT_REQUIRED;
+}
+
+// DynamicResize's scales (input 2) exist only with coordinate_scale="scales".
+OrtCustomOpInputOutputCharacteristic ORT_API_CALL inputCharacteristic(const OrtCustomOp* op, size_t index) noexcept {
+    return def(op).kind == OpKind::kResize && index == 2 ? INPUT_OUTPUT_OPTIONAL : INPUT_OUTPUT_REQUIRED;
 }
 
 OrtMemType ORT_API_CALL inputMemory(const OrtCustomOp* op, size_t index) noexcept {
@@ -241,7 +259,7 @@ OpDef makeOp(OpKind kind, Device device, ONNXTensorElementDataType float_type, O
     d.GetOutputType = outputType;
     d.GetOutputTypeCount = outputCount;
     d.KernelDestroy = destroyKernel;
-    d.GetInputCharacteristic = required;
+    d.GetInputCharacteristic = inputCharacteristic;
     d.GetOutputCharacteristic = required;
     d.GetInputMemoryType = inputMemory;
     d.GetVariadicInputMinArity = variadicArity;

@@ -100,15 +100,24 @@ def evaluate(model: onnx.ModelProto, profiles: Sequence[Profile], names: set[str
     if not profiles:
         result.problem = "no profile: give --models-yaml and --profile-model (or profiles) for min/opt/max extents"
         return result
+    # The tensors to keep whose type is known are made graph outputs before decompose, which would
+    # otherwise drop those its standard ops no longer read (DynamicResize by scales decomposes into
+    # a Resize without the size); the others after it.
+    typed = {v.name: v for v in onnx.shape_inference.infer_shapes(model).graph.value_info
+             if v.type.tensor_type.elem_type}
+    fetching = onnx.ModelProto()
+    fetching.CopyFrom(model)
+    fetching.graph.output.extend(typed[n] for n in sorted(names) if n in typed)
     try:
-        runnable = _as_float32(decompose(model))
+        runnable = _as_float32(decompose(fetching))
     except Exception as error:  # the parser step will say what is wrong with the node
         result.problem = f"the graph cannot be decomposed to run it ({error})"
         return result
     known = {t.name: numpy_helper.to_array(t) for t in runnable.graph.initializer}
     graph_inputs = {i.name: i for i in runnable.graph.input}
     fetch = sorted(n for n in names if n not in known and n not in graph_inputs)
-    runnable.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fetch)
+    outputs = {o.name for o in runnable.graph.output}
+    runnable.graph.output.extend(onnx.helper.make_empty_tensor_value_info(n) for n in fetch if n not in outputs)
     session = ort.InferenceSession(runnable.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(seed)
     for k, profile in enumerate(profiles):
@@ -226,7 +235,9 @@ def describe(model: onnx.ModelProto, evaluation: Evaluation, data_dir: Path | No
                     label = dim.dim_param if dim is not None and dim.dim_param else f"{tensor}_{axis}"
                     extents.append(symbolic(label, [int(c[axis]) for c in concrete] if concrete else None))
             body.append(f"input {i} {elem} {rank} {' '.join(extents)}".rstrip())
-            if (i in shape_inputs or rank == 1) and concrete and rank == 1:
+            # Values of 1-D index tensors (shape inputs, or sizes given as device tensors); not of float
+            # ones such as DynamicResize's scales, which only the kernel reads.
+            if (i in shape_inputs or rank == 1) and concrete and rank == 1 and "INT" in elem:
                 count = concrete[0][0]
                 values = [np.asarray(s).reshape(-1).tolist() for s in samples]
                 if tensor in constants:

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
     import torch
 
@@ -106,7 +108,7 @@ def load() -> ctypes.CDLL:
     for name in ("plugserve_version", "plugserve_build_info", "plugserve_last_error"):
         getattr(lib, name).restype = text
         getattr(lib, name).argtypes = []
-    resize: list[Any] = [i64] * 6 + [text, i32, i32, ptr, ptr]
+    resize: list[Any] = [i64] * 6 + [text, i32, ptr, i32, ptr, ptr]
     lib.plugserve_dynamic_resize.argtypes = [*resize, ptr]
     lib.plugserve_dynamic_resize_cpu.argtypes = resize
     msda: list[Any] = [i64] * 7 + [i32, i32, i32] + [ptr] * 6  # sizes, dtype, sampling dtype, index type
@@ -162,12 +164,14 @@ def _sampling_code(value: str, locations: str, weights: str) -> int:
     return _dtype_code(locations, "ms_deform_attn")
 
 
-def _resize_args(shape: tuple[int, ...], out_h: int, out_w: int, mode: str, align_corners: bool) -> list[Any]:
+def _resize_args(shape: tuple[int, ...], out_h: int, out_w: int, mode: str, align_corners: bool,
+                 scales: int | None) -> list[Any]:
+    """The C ABI's arguments up to the dtype; `scales` is the address of two float32 or None."""
     if len(shape) != 4:
         raise ValueError(f"dynamic_resize: x must be 4-D [N, C, H, W], got shape {shape}")
     if mode not in RESIZE_MODES:
         raise ValueError(f"dynamic_resize: mode must be one of {RESIZE_MODES}, got {mode!r}")
-    return [*shape, int(out_h), int(out_w), mode.encode(), int(bool(align_corners))]
+    return [*shape, int(out_h), int(out_w), mode.encode(), int(bool(align_corners)), scales]
 
 
 def _msda_sizes(value: tuple[int, ...], locations: tuple[int, ...], weights: tuple[int, ...],
@@ -191,12 +195,16 @@ def _msda_sizes(value: tuple[int, ...], locations: tuple[int, ...], weights: tup
 # numpy entry points (CPU; numpy has no bfloat16)
 
 def dynamic_resize_numpy(x: np.ndarray, out_h: int, out_w: int, mode: str = "bicubic",
-                         align_corners: bool = False) -> np.ndarray:
+                         align_corners: bool = False, scales: Sequence[float] | None = None) -> np.ndarray:
+    """With `scales` (h, w), source coordinates scale by 1/scale instead of in/out."""
     import numpy as np
 
     lib = load()
     x = np.ascontiguousarray(x)
-    args = _resize_args(x.shape, out_h, out_w, mode, align_corners)
+    given = None if scales is None else np.ascontiguousarray(scales, dtype=np.float32)
+    if given is not None and given.shape != (2,):
+        raise ValueError(f"dynamic_resize: scales must be 2 values (h, w), got shape {given.shape}")
+    args = _resize_args(x.shape, out_h, out_w, mode, align_corners, None if given is None else given.ctypes.data)
     dtype = _dtype_code(x.dtype.name, "dynamic_resize")
     y = np.empty((x.shape[0], x.shape[1], max(int(out_h), 0), max(int(out_w), 0)), dtype=x.dtype)
     _check(lib, lib.plugserve_dynamic_resize_cpu(*args, dtype, x.ctypes.data, y.ctypes.data))
@@ -249,12 +257,20 @@ def _require_device(t: torch.Tensor, op: str) -> None:
 
 
 def dynamic_resize(x: torch.Tensor, out_h: int, out_w: int, mode: str = "bicubic",
-                   align_corners: bool = False) -> torch.Tensor:
-    """`F.interpolate(x, size=(out_h, out_w), mode=mode, align_corners=...)` through the library."""
+                   align_corners: bool = False, scales: torch.Tensor | None = None) -> torch.Tensor:
+    """`F.interpolate(x, size=(out_h, out_w), mode=mode, align_corners=...)` through the library; with
+    `scales` (a tensor of 2 values, h and w), source coordinates scale by 1/scale as with
+    `F.interpolate(scale_factor=scales, recompute_scale_factor=False)`."""
+    import torch
+
     lib = load()
     _require_device(x, "dynamic_resize")
     x = x.contiguous()
-    args = _resize_args(tuple(x.shape), out_h, out_w, mode, align_corners)
+    given = None if scales is None else scales.to(device=x.device, dtype=torch.float32).contiguous()
+    if given is not None and given.shape != (2,):
+        raise ValueError(f"dynamic_resize: scales must be 2 values (h, w), got shape {tuple(given.shape)}")
+    args = _resize_args(tuple(x.shape), out_h, out_w, mode, align_corners,
+                        None if given is None else given.data_ptr())
     dtype = _dtype_code(_torch_dtype_name(x), "dynamic_resize")
     y = x.new_empty((x.shape[0], x.shape[1], max(int(out_h), 0), max(int(out_w), 0)))
     with _device_guard(x.device):

@@ -252,6 +252,21 @@ def _constant_hw(tensor):
     return None
 
 
+def _scales_plan(node, scales) -> tuple[str, int] | str:
+    """_resize_plan for a Resize with runtime scales, which must leave N and C unscaled where the graph
+    says what they are (Concat([1, 1], ...), as exporters write it)."""
+    import numpy as np
+
+    plan = _resize_plan(node)
+    if isinstance(plan, str) or not scales.inputs or scales.inputs[0].op != "Concat":
+        return plan
+    leading = _constant_values(scales.inputs[0].inputs[0])
+    if leading is not None and leading.size >= 2 and not np.array_equal(leading[:2], [1, 1]):
+        return (f"its scales for N and C are {leading[:2].tolist()}; DynamicResize scales H and W only; "
+                f"{_KEEP_RESIZE}")
+    return plan
+
+
 def _resize_target(node) -> tuple[object, str]:
     """The input that sets a Resize's output size, and which it is: "sizes" or "scales"."""
     if len(node.inputs) == 2:  # opset 10: (X, scales)
@@ -266,10 +281,12 @@ def _output_hw(emit, sizes, x) -> object:
     return emit("Cast", emit("Slice", sizes, emit.int64(2), emit.int64(4), emit.int64(0)), to=7)
 
 
-def _dynamic_resize_node(emit, x, hw, output, mode: str, align_corners: int) -> None:
-
-    emit.graph.nodes.append(_plugin_node(emit, "DynamicResize", [x, hw], [output],
-                                         {"mode": mode, "align_corners": align_corners, **plugin_attributes(),
+def _dynamic_resize_node(emit, inputs: list, output, mode: str, align_corners: int) -> None:
+    """DynamicResize(x, size) or, given scales as a third input, DynamicResize(x, size, scales)."""
+    scales = {"coordinate_scale": "scales"} if len(inputs) == 3 else {}
+    emit.graph.nodes.append(_plugin_node(emit, "DynamicResize", inputs, [output],
+                                         {"mode": mode, "align_corners": align_corners, **scales,
+                                          **plugin_attributes(),
                                           # the parser then gives the size to the plugin as a shape input
                                           SHAPE_INPUT_ATTRIBUTE: [1]}, DOMAIN))
 
@@ -293,12 +310,15 @@ def _int32(emit, index) -> object:
 def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
     """Rewrite into plugserve plugin nodes: Resize nodes whose sizes are computed at run time, the
     tutorial-era `Test::DynamicTRTResize` (output size = the last two dims of a 4-D size tensor),
-    `MultiscaleDeformableAttnPlugin_TRT` under any domain and mmdeploy's `MMCVMultiScaleDeformableAttention`. `log` gets one line per rewrite, and a
-    warning where a "runtime" size is a constant baked in at export.
+    `MultiscaleDeformableAttnPlugin_TRT` under any domain and mmdeploy's
+    `MMCVMultiScaleDeformableAttention`. `log` gets one line per rewrite, and a warning where a
+    "runtime" size is a constant baked in at export or where pytorch_half_pixel coordinates become
+    half_pixel ones.
 
     Refuses (PluginizeError, graph unchanged) when a recognised node cannot be mapped faithfully.
-    Resize nodes with constant sizes or scales stay: TensorRT resizes those natively; so do those
-    with scales (DynamicResize samples by output size, which changes their meaning), said in `log`.
+    Resize nodes with constant sizes or scales stay: TensorRT resizes those natively, said in `log`.
+    A Resize with runtime scales becomes DynamicResize with coordinate_scale="scales": its size is
+    Resize's floor(in * scale) and its coordinates scale by the scales, so its meaning is kept.
     """
     import onnx
     import onnx_graphsurgeon as gs
@@ -315,21 +335,16 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
             if not computed:
                 continue
             target, kind = _resize_target(node)
-            if kind == "scales":
-                # DynamicResize takes an output size and samples at input/output size, which is not
-                # the scale Resize samples with unless input size * scale is whole: the Resize stays.
-                fixed = _constant_hw(target)
-                log(f"pluginize: {label} left as Resize: "
-                    + (f"its scales {fixed} are constants baked into the graph, which TensorRT resizes natively"
-                       if fixed is not None else
-                       "its scales arrive at run time and DynamicResize samples by output size, not by scale; "
-                       "give Resize sizes (F.interpolate(size=...)) to have it rewritten"))
+            if kind == "scales" and (fixed := _constant_hw(target)) is not None:
+                log(f"pluginize: {label} left as Resize: its scales {fixed} are constants baked into the graph, "
+                    f"which TensorRT resizes natively; to scale by a runtime factor, pass the scales as a graph "
+                    f"input (or export F.interpolate(size=...) with the size computed from an input)")
                 continue
-            plan = _resize_plan(node)
+            plan = _resize_plan(node) if kind == "sizes" else _scales_plan(node, target)
             if isinstance(plan, str):
                 refused.append(f"{label}: {plan}")
                 continue
-            rewrites.append(("resize", node, plan, label))
+            rewrites.append((f"resize_by_{kind}", node, plan, label))
         elif (node.domain, node.op) == _RESIZE_LEGACY:
             extra = set(node.attrs) - {"align_corners", "mode", *_PLUGIN_LOOKUP_ATTRIBUTES}
             mode = _text(node.attrs.get("mode", "bicubic"))
@@ -357,27 +372,39 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
     for kind, node, plan, label in rewrites:
         emit = Emitter(graph, node)
         output = node.outputs[0]
-        if kind == "resize":
+        if kind.startswith("resize_by_"):
             x = node.inputs[0]
-            sizes, _ = _resize_target(node)
+            target, _ = _resize_target(node)
             mode, align_corners = plan
-            fixed = _constant_hw(sizes)
+            fixed = _constant_hw(target) if kind == "resize_by_sizes" else None
             if fixed is not None:
                 log(f"pluginize: warning: {label} resizes to the constant size {fixed} baked into the graph at "
                     f"export; the DynamicResize node keeps it, so its output size is now fixed: re-export with the "
                     f"size computed from an input (e.g. F.interpolate(size=like.shape[-2:]) with dynamic axes) to "
                     f"serve other sizes")
-            hw = _output_hw(emit, sizes, x)
+            if _text(node.attrs.get("coordinate_transformation_mode")) == "pytorch_half_pixel":
+                log(f"pluginize: warning: {label} has coordinate_transformation_mode='pytorch_half_pixel', rewritten "
+                    f"as 'half_pixel' (F.interpolate's and DynamicResize's): the two differ only where an output "
+                    f"dim is 1, which pytorch_half_pixel samples at source coordinate 0 and half_pixel at the "
+                    f"input's centre")
+            if kind == "resize_by_sizes":
+                inputs, how = [x, _output_hw(emit, target, x)], "size from sizes[2:4]"
+            else:
+                # Resize's own output size, floor(in * scale), as the size; the scales for the coordinates.
+                hw_scales = emit("Slice", target, emit.int64(2), emit.int64(4), emit.int64(0))
+                in_hw = emit("Cast", emit.shape(x, 2, 4), to=1)
+                hw = emit("Cast", emit("Floor", emit("Mul", in_hw, hw_scales)), to=7)
+                inputs, how = [x, hw, hw_scales], "size floor(in * scales[2:4]), coordinates by scales[2:4]"
             detach(node)
-            _dynamic_resize_node(emit, x, hw, output, mode, align_corners)
-            log(f"pluginize: {label} (size from sizes[2:4]) -> {DOMAIN}::DynamicResize mode={mode} "
-                f"align_corners={align_corners}")
+            _dynamic_resize_node(emit, inputs, output, mode, align_corners)
+            log(f"pluginize: {label} ({how}) -> {DOMAIN}::DynamicResize mode={mode} align_corners={align_corners}"
+                + (" coordinate_scale=scales" if len(inputs) == 3 else ""))
         elif kind == "legacy_resize":
             x, size_tensor = node.inputs
             mode, align_corners = plan
             detach(node)
             hw = emit("Slice", emit("Shape", size_tensor), emit.int64(2), emit.int64(4), emit.int64(0))
-            _dynamic_resize_node(emit, x, hw, output, mode, align_corners)
+            _dynamic_resize_node(emit, [x, hw], output, mode, align_corners)
             log(f"pluginize: {label} (size from the shape of {size_tensor.name!r}) -> {DOMAIN}::DynamicResize "
                 f"mode={mode} align_corners={align_corners}")
         else:

@@ -71,6 +71,32 @@ def test_resize_runs_on_the_current_stream():
     torch.testing.assert_close(out, interpolate(x, (1024, 1024), "bicubic", False), atol=1e-5, rtol=0)
 
 
+# The kernel reads given scales on the device and then takes the paths right for any scale
+# (per-column filters, K row slots per output row): up, down, mixed, and wide rows.
+SCALES_CASES = [
+    ((2, 3, 7, 5), (2.3, 2.3)),
+    ((2, 3, 64, 64), (0.7, 0.7)),
+    ((1, 4, 33, 47), (1.5, 0.45)),
+    ((1, 3, 300, 200), (3.7, 0.31)),
+    ((1, 2, 3, 4095), (1.7, 0.999)),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("mode,align_corners", MODES)
+@pytest.mark.parametrize("shape,scales", SCALES_CASES)
+def test_resize_with_scales_on_the_device_matches_interpolate_by_scale_factor(shape, scales, mode, align_corners,
+                                                                             dtype):
+    x = torch.rand(shape, device="cuda").to(dtype)
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
+    scales = tuple(float(torch.tensor(s, dtype=torch.float32)) for s in scales)  # the op's scales are float32
+    exact = F.interpolate(x.float(), scale_factor=scales, mode=mode, recompute_scale_factor=False, **corners)
+    out = native.dynamic_resize(x, *exact.shape[-2:], mode, align_corners, torch.tensor(scales, device="cuda"))
+    assert out.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else torch.finfo(dtype).eps * exact.abs().clamp(min=1)
+    assert ((out.float() - exact).abs() <= tolerance).all()
+
+
 def msda_inputs(n, shapes, m, d, lq, p, dtype=torch.float32, index_dtype=torch.int64, spread=1.4, seed=0):
     g = torch.Generator().manual_seed(seed)
     shapes_t = torch.tensor(shapes, dtype=index_dtype)
@@ -191,7 +217,7 @@ def test_bad_input_through_the_c_abi_on_the_gpu_is_an_error_status_with_a_messag
     stream = ctypes.c_void_p(torch.cuda.current_stream().cuda_stream)
 
     def resize(*dims, mode=b"bicubic", dtype=0):
-        return lib.plugserve_dynamic_resize(*dims, mode, 0, dtype, x.data_ptr(), y.data_ptr(), stream)
+        return lib.plugserve_dynamic_resize(*dims, mode, 0, None, dtype, x.data_ptr(), y.data_ptr(), stream)
 
     assert resize(1, 1, 4, 4, 8, 8, dtype=7) == 1
     assert b"dtype" in lib.plugserve_last_error()

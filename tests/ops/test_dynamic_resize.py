@@ -146,3 +146,107 @@ def test_decompose_refuses_an_unknown_mode_naming_it():
     model = _plugin_model("area", False)
     with pytest.raises(ValueError, match="'area'"):
         decompose(model)
+
+
+# --- coordinate_scale="scales": coordinates by the given scales, as F.interpolate(scale_factor=...) --------
+
+# (scale_h, scale_w): up and down, not whole at these input sizes (in * scale fractional), and mixed.
+# F.interpolate samples at 1 / 2.3 in double, the op at 1 / 2.3f (its scales are float32, as ONNX
+# Resize's): nearest's floor then differs first at output 69 (69 / 2.3 = 30), beyond these sizes.
+SCALES = [(2.3, 2.3), (0.7, 0.7), (1.5, 1.5), (2.3, 0.7), (0.45, 1.5)]
+
+
+def _by_scale_factor(x: torch.Tensor, scales: tuple[float, float], mode: str, align_corners: bool) -> torch.Tensor:
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
+    return F.interpolate(x, scale_factor=scales, mode=mode, recompute_scale_factor=False, **corners)
+
+
+@pytest.mark.parametrize("implementation", ["plugserve", "reference"])
+@pytest.mark.parametrize(("mode", "align_corners"), MODES)
+def test_op_with_scales_samples_as_f_interpolate_by_scale_factor_without_recomputing(mode, align_corners,
+                                                                                     implementation):
+    from plugserve import ops
+
+    x = torch.rand(2, 3, 10, 7)
+    ops.set_implementation(implementation)
+    try:
+        for scales in SCALES:
+            expected = _by_scale_factor(x, scales, mode, align_corners)
+            size = torch.tensor(expected.shape[-2:])
+            got = torch.ops.plugserve.dynamic_resize(x, size, mode, align_corners, torch.tensor(scales))
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5, msg=f"{scales}")
+            if not align_corners and not mode.startswith("nearest"):  # the scales matter: by size differs
+                by_size = torch.ops.plugserve.dynamic_resize(x, size, mode, align_corners)
+                assert (by_size - expected).abs().max() > 1e-3
+    finally:
+        ops.set_implementation("plugserve")
+
+
+@pytest.mark.parametrize(("scales", "message"), [
+    (torch.tensor([2.0, 2.0, 2.0]), "shape \\[2\\]"),
+    (torch.tensor([2, 2]), "float tensor"),
+    (torch.tensor([0.0, 2.0]), "finite and > 0"),
+    (torch.tensor([float("inf"), 2.0]), "finite and > 0"),
+])
+@pytest.mark.parametrize("implementation", ["plugserve", "reference"])
+def test_op_rejects_bad_scales_naming_the_problem(scales, message, implementation):
+    from plugserve import ops
+
+    ops.set_implementation(implementation)
+    try:
+        with pytest.raises(ValueError, match=message):
+            torch.ops.plugserve.dynamic_resize(torch.rand(1, 3, 4, 4), torch.tensor([8, 8]), "bilinear", False, scales)
+    finally:
+        ops.set_implementation("plugserve")
+
+
+def test_op_with_scales_passes_torch_library_opcheck():
+    torch.library.opcheck(torch.ops.plugserve.dynamic_resize.default,
+                          (torch.rand(2, 3, 5, 6), torch.tensor([11, 4]), "bicubic", False, torch.tensor([2.3, 0.7])),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+def test_export_of_the_op_with_scales_is_a_three_input_node_marked_coordinate_scale_scales():
+    from plugserve.ops import custom_translation_table
+
+    class Upscale(torch.nn.Module):
+        def forward(self, x, size, scales):
+            return torch.ops.plugserve.dynamic_resize(x, size, "bicubic", False, scales)
+
+    program = torch.onnx.export(Upscale().eval(), (torch.rand(1, 3, 8, 8), torch.tensor([18, 18]), torch.tensor([2.3, 2.3])),
+                                dynamo=True, verbose=False, custom_translation_table=custom_translation_table())
+    [node] = [n for n in program.model_proto.graph.node if n.op_type == "DynamicResize"]
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    assert len(node.input) == 3 and attrs["coordinate_scale"] == b"scales" and attrs["mode"] == b"bicubic"
+
+
+def _scales_model(mode: str, align_corners: bool, opset: int = 20):
+    return single_node_model(
+        "DynamicResize", {"x": (TensorProto.FLOAT, ["n", "c", "h", "w"]), "size": (TensorProto.INT64, [2]),
+                          "scales": (TensorProto.FLOAT, [2])},
+        {"y": (TensorProto.FLOAT, ["n", "c", "oh", "ow"])}, domain="plugserve", opset=opset,
+        mode=mode, align_corners=int(align_corners), coordinate_scale="scales", plugin_namespace="plugserve",
+        plugin_version="1")
+
+
+@pytest.mark.parametrize("opset", range(11, onnx.defs.onnx_opset_version() + 1))
+def test_decomposition_with_scales_is_a_resize_by_scales_valid_and_exact_at_every_opset_from_11(opset):
+    x = torch.rand(2, 3, 10, 7)
+    for mode, align_corners in MODES:
+        model = decompose(_scales_model(mode, align_corners, opset))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version == opset
+        assert [n.op_type for n in model.graph.node].count("Resize") == 1
+        session = ort.InferenceSession(model.SerializeToString())
+        for scales in SCALES:
+            expected = _by_scale_factor(x, scales, mode, align_corners)
+            (got,) = session.run(None, {"x": x.numpy(), "size": np.array(expected.shape[-2:]),
+                                        "scales": np.array(scales, np.float32)})
+            np.testing.assert_allclose(got, expected.numpy(), rtol=0, atol=1e-5, err_msg=f"{mode} {scales}")
+
+
+def test_decompose_refuses_scales_without_coordinate_scale_scales():
+    model = _scales_model("bilinear", False)
+    del model.graph.node[0].attribute[[a.name for a in model.graph.node[0].attribute].index("coordinate_scale")]
+    with pytest.raises(ValueError, match="coordinate_scale"):
+        decompose(model)

@@ -30,7 +30,7 @@ def test_version_and_build_info_describe_the_library(lib):
 def resize_cpu(lib, dims=(1, 1, 4, 4, 8, 8), mode=b"bicubic", align_corners=0, dtype=0, x=None, y=None):
     x = np.zeros(16, np.float32) if x is None else x
     y = np.zeros(64, np.float32) if y is None else y
-    return lib.plugserve_dynamic_resize_cpu(*dims, mode, align_corners, dtype,
+    return lib.plugserve_dynamic_resize_cpu(*dims, mode, align_corners, None, dtype,
                                             x.ctypes.data if x.size else None, y.ctypes.data if y.size else None)
 
 

@@ -243,6 +243,21 @@ def test_pluginized_tutorial_graphs_pass_every_step(harness):
     assert node["op"] == "MSDeformAttn"
 
 
+def test_a_pluginized_resize_by_runtime_scales_passes_every_step_with_scales_as_a_float_device_input(
+        harness, resize_by_runtime_scales):
+    graph = resize_by_runtime_scales("linear", opset=17)
+    model = pluginize(graph, log=lambda _: None)
+    profiles = [{"x": ([1, 3, 8, 8], [2, 3, 16, 16], [4, 3, 32, 32]), "s": ([2.0, 2.0], [2.3, 1.7], [3.0, 0.7])}]
+    names = {t for n in check_plugins.plugin_nodes(model) for t in n.input if t}
+    evaluation = check_plugins.evaluate(model, profiles, names, shape_tensors={"s"})  # the profile holds s's values
+    node = only_node(check_plugins.check(model, profiles, harness=harness, evaluation=evaluation))
+    assert node["failed_step"] is None, node
+    parser = step(node, "parser")["details"]
+    assert [f["name"] for f in parser["fields"]] == ["mode", "align_corners", "coordinate_scale"]
+    assert parser["shape_inputs"] == [1] and parser["device_input_types"] == ["float32", "float32"]
+    assert step(node, "build")["details"]["output_shapes"][0]["profiles"][0]["max"] == [4, 3, 96, 22]
+
+
 def test_the_cli_prints_each_node_and_fails_on_a_broken_one(tmp_path, capsys, include_dir, harness):
     from plugserve.cli import main
 

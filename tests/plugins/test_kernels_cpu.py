@@ -63,6 +63,36 @@ def test_resize_numpy_entry_point_matches_the_torch_one():
     np.testing.assert_array_equal(native.dynamic_resize_numpy(x, 20, 7, "bilinear", True), expected)
 
 
+# Scale factors whose in * scale is fractional at most of the random sizes, up and down, and mixed;
+# as float32, the type of the op's scales (F.interpolate's 1 / 2.3 in double differs from 1 / 2.3f
+# in the last bit, which moves nearest's floor at outputs such as 69 / 2.3 = 30).
+SCALE_FACTORS = [tuple(float(np.float32(s)) for s in pair)
+                 for pair in [(2.3, 2.3), (0.7, 0.7), (1.5, 1.5), (2.3, 0.7), (0.45, 3.1)]]
+
+
+@pytest.mark.parametrize("mode,align_corners", MODES)
+def test_resize_with_scales_through_the_c_abi_matches_interpolate_by_scale_factor(mode, align_corners):
+    torch.manual_seed(1)
+    corners = {} if mode.startswith("nearest") else {"align_corners": align_corners}
+    for (shape, _), scales in zip(random_resize_shapes(seed=7, count=10), SCALE_FACTORS * 2, strict=True):
+        x = torch.rand(shape)
+        expected = torch.nn.functional.interpolate(x, scale_factor=scales, mode=mode, recompute_scale_factor=False,
+                                                   **corners)
+        if 0 in expected.shape:
+            continue
+        out = native.dynamic_resize(x, *expected.shape[-2:], mode, align_corners, torch.tensor(scales))
+        torch.testing.assert_close(out, expected, atol=1e-5, rtol=0, msg=f"{shape} by {scales}")
+        numpy_out = native.dynamic_resize_numpy(x.numpy(), *expected.shape[-2:], mode, align_corners, scales)
+        np.testing.assert_array_equal(numpy_out, out.numpy())
+
+
+def test_resize_with_bad_scales_is_rejected_with_a_message():
+    with pytest.raises(native.PluginError, match="scales must be finite and > 0, got height"):
+        native.dynamic_resize(torch.rand(1, 1, 4, 4), 8, 8, "bilinear", False, torch.tensor([0.0, 2.0]))
+    with pytest.raises(ValueError, match="scales must be 2 values"):
+        native.dynamic_resize(torch.rand(1, 1, 4, 4), 8, 8, "bilinear", False, torch.tensor([2.0]))
+
+
 def test_resize_with_align_corners_in_nearest_mode_is_rejected_with_a_message():
     with pytest.raises(native.PluginError, match="align_corners"):
         native.dynamic_resize(torch.rand(1, 1, 4, 4), 8, 8, "nearest", True)

@@ -106,6 +106,45 @@ def test_dynamic_resize_matches_interpolate_and_the_decomposed_graph(mode, align
         np.testing.assert_allclose(native, decomposed, rtol=0, atol=1e-5)
 
 
+def scales_model(mode: str, align_corners: int, **attrs) -> onnx.ModelProto:
+    f = TensorProto.FLOAT
+    return single_node_model("DynamicResize", {"x": (f, ["N", "C", "H", "W"]), "size": (TensorProto.INT64, [2]),
+                                               "scales": (f, ["K"])},
+                             {"y": (f, ["N", "C", "OH", "OW"])}, domain="plugserve",
+                             **{"mode": mode, "align_corners": align_corners, "coordinate_scale": "scales",
+                                **PLUGIN_ATTRS, **attrs})
+
+
+@pytest.mark.parametrize(("mode", "align_corners"), [("bicubic", 0), ("bicubic", 1), ("bilinear", 0), ("bilinear", 1),
+                                                     ("nearest", 0), ("nearest-exact", 0)])
+def test_dynamic_resize_with_scales_matches_interpolate_by_scale_factor_and_the_decomposed_graph(mode, align_corners):
+    model = scales_model(mode, align_corners)
+    x = np.random.default_rng(7).random((2, 3, 10, 7), dtype=np.float32)
+    corners = {} if mode.startswith("nearest") else {"align_corners": bool(align_corners)}
+    for scales in ([2.3, 2.3], [0.7, 0.7], [1.5, 1.5], [2.3, 0.7], [0.45, 1.5]):
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode=mode, recompute_scale_factor=False,
+                                 **corners).numpy()
+        [native], [decomposed] = both(model, x=x, size=np.array(expected.shape[-2:]),
+                                      scales=np.array(scales, np.float32))
+        np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5, err_msg=f"{scales}")
+        np.testing.assert_allclose(native, decomposed, rtol=0, atol=1e-5)
+
+
+def test_dynamic_resize_with_bad_scales_fails_with_the_reason():
+    x, size = np.zeros((1, 3, 4, 4), np.float32), np.array([8, 8])
+    with pytest.raises(Exception, match="scales must be finite and > 0"):
+        session(scales_model("bilinear", 0)).run(None, {"x": x, "size": size, "scales": np.array([-2, 2], np.float32)})
+    with pytest.raises(Exception, match=r"scales must be float32 \[2\]"):
+        session(scales_model("bilinear", 0)).run(None, {"x": x, "size": size, "scales": np.ones(3, np.float32)})
+    by_size = resize_model()
+    by_size.graph.node[0].input.append("scales")
+    by_size.graph.input.append(helper.make_tensor_value_info("scales", TensorProto.FLOAT, [2]))
+    with pytest.raises(Exception, match="needs coordinate_scale='scales'"):
+        session(by_size).run(None, {"x": x, "size": size, "scales": np.ones(2, np.float32)})
+    with pytest.raises(Exception, match="coordinate_scale must be 'size' or 'scales'"):
+        session(resize_model(coordinate_scale="factors"))
+
+
 def test_dynamic_resize_in_float16_is_the_float32_result_rounded_once():
     x = np.random.default_rng(1).random((1, 3, 9, 7), dtype=np.float32)
     size = np.array([20, 15], np.int64)
@@ -193,6 +232,19 @@ def test_ms_deform_attn_of_a_float16_value_with_float32_locations_runs_natively(
 def test_an_unknown_msda_output_layout_fails_session_creation_naming_the_choices():
     with pytest.raises(Exception, match=r"output_layout must be 'heads_channels' \(\[N, Lq, M, D\]\) or 'flat'"):
         session(msda_model(2, output_layout="rows"))
+
+
+def test_pluginized_resize_by_runtime_scales_runs_natively_like_pytorch(resize_by_runtime_scales):
+    graph = resize_by_runtime_scales("cubic", cubic_coeff_a=-0.75)
+    pluginized = pluginize(graph, log=lambda _: None)
+    assert [n.op_type for n in pluginized.graph.node if n.domain == "plugserve"] == ["DynamicResize"]
+    x = np.random.default_rng(8).random((2, 3, 9, 6), dtype=np.float32)
+    for scales in ([2.3, 2.3], [0.7, 1.5]):
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bicubic",
+                                 recompute_scale_factor=False).numpy()
+        [native], [decomposed] = both(pluginized, x=x, s=np.array(scales, np.float32))
+        np.testing.assert_allclose(native, expected, rtol=0, atol=1e-5)
+        np.testing.assert_allclose(decomposed, expected, rtol=0, atol=1e-5)
 
 
 def test_bad_msda_inputs_fail_the_run_with_the_reason():

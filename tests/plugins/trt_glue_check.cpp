@@ -78,12 +78,16 @@ PluginTensorDesc runtimeDesc(DataType type, Dims shape) {
 struct ResizeFields {
     std::string mode = "bicubic";
     int32_t align_corners = 0;
+    std::string coordinate_scale;  // empty: the field is left out, as graphs and plans before it have it
     std::vector<PluginField> fields;
     PluginFieldCollection fc{};
 
     PluginFieldCollection* collection() {
         fields = {PluginField("mode", mode.c_str(), PluginFieldType::kCHAR, static_cast<int32_t>(mode.size() + 1)),
                   PluginField("align_corners", &align_corners, PluginFieldType::kINT32, 1)};
+        if (!coordinate_scale.empty())
+            fields.emplace_back("coordinate_scale", coordinate_scale.c_str(), PluginFieldType::kCHAR,
+                                static_cast<int32_t>(coordinate_scale.size() + 1));
         fc = {static_cast<int32_t>(fields.size()), fields.data()};
         return &fc;
     }
@@ -99,31 +103,33 @@ IPluginV3OneRuntime* runtime(IPluginV3* p) {
 void creatorFieldsRoundTrip() {
     DynamicResizeCreator creator;
     const PluginFieldCollection* names = creator.getFieldNames();
-    check(names->nbFields == 2, "DynamicResize advertises 2 fields");
+    check(names->nbFields == 3, "DynamicResize advertises 3 fields");
     check(std::strcmp(names->fields[0].name, "mode") == 0 && names->fields[0].type == PluginFieldType::kCHAR,
           "field 0 is mode, kCHAR");
     check(std::strcmp(names->fields[1].name, "align_corners") == 0 && names->fields[1].type == PluginFieldType::kINT32,
           "field 1 is align_corners, kINT32");
+    check(std::strcmp(names->fields[2].name, "coordinate_scale") == 0 && names->fields[2].type == PluginFieldType::kCHAR,
+          "field 2 is coordinate_scale, kCHAR");
     check(std::strcmp(creator.getPluginNamespace(), "plugserve") == 0 && std::strcmp(creator.getPluginVersion(), "1") == 0,
           "namespace plugserve, version 1");
 
     ResizeFields f;
     f.align_corners = 1;
     IPluginV3* plugin = creator.createPlugin("resize", f.collection(), TensorRTPhase::kBUILD);
-    check(plugin != nullptr, "createPlugin with both fields succeeds");
+    check(plugin != nullptr, "createPlugin without the optional coordinate_scale succeeds");
     if (plugin == nullptr) return;
     const PluginFieldCollection* serialized = runtime(plugin)->getFieldsToSerialize();
-    check(serialized->nbFields == 2, "getFieldsToSerialize emits 2 fields");
+    check(serialized->nbFields == 3, "getFieldsToSerialize emits 3 fields (coordinate_scale's default too)");
     IPluginV3* restored = creator.createPlugin("resize", serialized, TensorRTPhase::kRUNTIME);
     check(restored != nullptr, "the creator accepts what getFieldsToSerialize emits");
     if (restored != nullptr) {
         const char* meta = build(restored)->getMetadataString();
-        check(meta != nullptr && std::strcmp(meta, "mode=bicubic align_corners=1") == 0,
+        check(meta != nullptr && std::strcmp(meta, "mode=bicubic align_corners=1 coordinate_scale=size") == 0,
               std::string("attributes survive serialization, got ") + (meta ? meta : "null"));
         delete restored;
     }
     IPluginV3* copy = plugin->clone();
-    check(copy != nullptr && std::strcmp(build(copy)->getMetadataString(), "mode=bicubic align_corners=1") == 0,
+    check(copy != nullptr && std::strcmp(build(copy)->getMetadataString(), "mode=bicubic align_corners=1 coordinate_scale=size") == 0,
           "clone keeps the attributes");
     delete copy;
     delete plugin;
@@ -136,7 +142,7 @@ void creatorFieldsRoundTrip() {
     PluginFieldCollection rawFc{2, raw};
     IPluginV3* unterminated = creator.createPlugin("resize", &rawFc, TensorRTPhase::kBUILD);
     check(unterminated != nullptr && std::strcmp(build(unterminated)->getMetadataString(),
-                                                 "mode=bilinear align_corners=0") == 0,
+                                                 "mode=bilinear align_corners=0 coordinate_scale=size") == 0,
           "a kCHAR field without NUL is read by its length");
     delete unterminated;
 }
@@ -177,6 +183,10 @@ void creatorRejectsBadFields() {
     ResizeFields two;
     two.align_corners = 2;
     rejected(two.collection(), "'align_corners' must be 0 or 1", "align_corners out of range");
+
+    ResizeFields badScale;
+    badScale.coordinate_scale = "scale";
+    rejected(badScale.collection(), "coordinate_scale must be 'size' or 'scales'", "unknown coordinate_scale");
 
     MSDeformAttnCreator msda;
     IPluginV3* plugin = msda.createPlugin("attn", nullptr, TensorRTPhase::kBUILD);
@@ -281,6 +291,35 @@ void resizeShapes() {
     delete plugin;
 }
 
+// coordinate_scale "scales": device inputs X and scales (float32 only, [2]), size as the shape input.
+void resizeWithScales() {
+    DynamicResizeCreator creator;
+    ResizeFields f;
+    f.coordinate_scale = "scales";
+    IPluginV3* plugin = creator.createPlugin("resize", f.collection(), TensorRTPhase::kBUILD);
+    check(plugin != nullptr, "createPlugin with coordinate_scale=scales succeeds");
+    if (plugin == nullptr) return;
+    check(std::strcmp(build(plugin)->getMetadataString(), "mode=bicubic align_corners=0 coordinate_scale=scales") == 0,
+          "coordinate_scale=scales is kept");
+    IPluginV3OneBuild* b = build(plugin);
+    const Dims x = dims({1, 3, 8, 8});
+    for (DataType t : {DataType::kFLOAT, DataType::kHALF, DataType::kINT32, DataType::kINT64}) {
+        DynamicPluginTensorDesc io[] = {desc(DataType::kHALF, x), desc(t, dims({2})), desc(DataType::kHALF, x)};
+        check(b->supportsFormatCombination(1, io, 2, 1) == (t == DataType::kFLOAT), "scales are float32 only");
+    }
+    DynamicPluginTensorDesc in[] = {desc(DataType::kFLOAT, dims({-1, 3, -1, -1})), desc(DataType::kFLOAT, dims({2}))};
+    in[0].max = dims({8, 3, 256, 256});
+    DynamicPluginTensorDesc out[] = {desc(DataType::kFLOAT, dims({-1, 3, -1, -1}))};
+    out[0].max = dims({8, 3, 1024, 1024});
+    check(b->configurePlugin(in, 2, out, 1) == 0, "configurePlugin accepts X and scales");
+    std::string err = stderrOf([&] { check(b->configurePlugin(in, 1, out, 1) != 0, "X alone fails"); });
+    check(contains(err, "X and scales as device inputs"), "the missing scales are named: " + err);
+    DynamicPluginTensorDesc three[] = {in[0], desc(DataType::kFLOAT, dims({3}))};
+    err = stderrOf([&] { check(b->configurePlugin(three, 2, out, 1) != 0, "3 scales fail"); });
+    check(contains(err, "scales must hold 2 values"), "the scales' extent is named: " + err);
+    delete plugin;
+}
+
 void msdaShapes() {
     MSDeformAttnCreator creator;
     IPluginV3* plugin = creator.createPlugin("attn", nullptr, TensorRTPhase::kBUILD);
@@ -352,6 +391,7 @@ int main() {
     creatorRejectsBadFields();
     resizeFormats();
     resizeShapes();
+    resizeWithScales();
     msdaShapes();
     std::printf("%s: %d failed checks\n", gFailures == 0 ? "OK" : "FAILED", gFailures);
     return gFailures == 0 ? 0 : 1;

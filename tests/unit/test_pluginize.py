@@ -95,7 +95,9 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, op
     modes = sorted(helper.get_attribute_value(a) for n in pluginized.graph.node for a in n.attribute if a.name == "mode")
     assert modes == [b"bicubic", b"bilinear", b"nearest"]
     assert capsys.readouterr().out.count("-> plugserve::DynamicResize") == 3
+    onnx.checker.check_model(pluginized, full_check=True)
     decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
     assert _opset(pluginized) == _opset(decomposed) == _opset(graph)  # DynamicResize decomposes at every opset
     rng = np.random.default_rng(0)
     for (n, h, w), (oh, ow) in [((1, 8, 8), (16, 12)), ((2, 5, 7), (11, 3)), ((3, 16, 9), (4, 4))]:
@@ -109,32 +111,109 @@ def test_runtime_sized_resizes_become_dynamic_resize_and_round_trip(exporter, op
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_resize_with_runtime_scales_keeps_its_meaning_by_staying_a_resize(capsys):
-    # Concat([1, 1], scales) as the TorchScript exporter emits for a tensor scale_factor. DynamicResize
-    # samples by output size, which differs from sampling by a scale such as 2.3 (floor(5 * 2.3) = 11).
+class ScaleBy(torch.nn.Module):
+    """F.interpolate by scale_factor, one per mode: with recompute_scale_factor the exporters compute
+    the output size from the input's (a runtime size, pluginized); without it they emit constant scales,
+    which pluginize leaves to the runtime's own Resize."""
+
+    def __init__(self, recompute: bool):
+        super().__init__()
+        self.recompute = recompute
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return (F.interpolate(x, scale_factor=2.3, mode="bicubic", recompute_scale_factor=self.recompute),
+                F.interpolate(x, scale_factor=0.7, mode="bilinear", recompute_scale_factor=self.recompute),
+                F.interpolate(x, scale_factor=1.5, mode="nearest", recompute_scale_factor=self.recompute))
+
+
+def scale_graph(exporter: str, opset: int | None, recompute: bool, path: Path) -> onnx.ModelProto:
+    x, module = torch.rand(1, 3, 8, 8), ScaleBy(recompute)
+    if exporter == "torchscript":
+        assert opset is not None
+        return legacy_export(module, (x,), path / "scale.onnx", ["x"], {"x": {0: "n", 2: "h", 3: "w"}}, opset)
+    dim = torch.export.Dim
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.onnx.export(module, (x,), dynamo=True, verbose=False, input_names=["x"],
+                                 dynamic_shapes={"x": {0: dim("n"), 2: dim("h"), 3: dim("w")}},
+                                 **({} if opset is None else {"opset_version": opset})).model_proto
+
+
+@pytest.mark.parametrize("recompute", [True, False])
+@pytest.mark.parametrize(("exporter", "opset"), [("dynamo", None), *(("torchscript", opset) for opset in OPSETS)])
+def test_scale_factor_resizes_round_trip_at_every_opset(exporter, opset, recompute, tmp_path, capsys):
+    graph = scale_graph(exporter, opset, recompute, tmp_path)
+    pluginized = pluginize(graph)
+    onnx.checker.check_model(pluginized, full_check=True)
+    # Recomputed scales are runtime sizes (DynamicResize); given ones are constants (left as Resize).
+    assert ops(pluginized).count("plugserve::DynamicResize") == (3 if recompute else 0)
+    assert ops(pluginized).count("Resize") == (0 if recompute else 3)
+    decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert _opset(decomposed) == _opset(graph)
+    capsys.readouterr()
+    rng = np.random.default_rng(5)
+    for shape in [(1, 3, 8, 8), (2, 3, 10, 7), (1, 3, 13, 21)]:
+        x = rng.random(shape, dtype=np.float32)
+        with torch.no_grad():
+            reference = [t.numpy() for t in ScaleBy(recompute)(torch.from_numpy(x))]
+        for want, got in zip(reference, run(decomposed, x=x), strict=True):
+            assert got.shape == want.shape
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(("mode", "attrs", "torch_mode"), [
+    ("linear", {"coordinate_transformation_mode": "half_pixel"}, "bilinear"),
+    ("cubic", {}, "bicubic"),
+    ("nearest", {"coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}, "nearest"),
+    ("nearest", {"coordinate_transformation_mode": "half_pixel", "nearest_mode": "round_prefer_ceil"}, "nearest-exact"),
+])
+@pytest.mark.parametrize("opset", [11, 13, 20])
+def test_resize_with_runtime_scales_becomes_dynamic_resize_by_scales_and_keeps_its_meaning(mode, attrs, torch_mode,
+                                                                                             opset, capsys,
+                                                                                             resize_by_runtime_scales):
+    graph = resize_by_runtime_scales(mode, opset=opset, **attrs)
+    pluginized = pluginize(graph)
+    onnx.checker.check_model(pluginized, full_check=True)
+    [node] = [n for n in pluginized.graph.node if n.domain == "plugserve"]
+    node_attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert len(node.input) == 3 and node_attrs["coordinate_scale"] == b"scales"
+    assert node_attrs["mode"] == torch_mode.encode()
+    assert "coordinates by scales[2:4]" in capsys.readouterr().out
+    decomposed = decompose(pluginized)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert _opset(pluginized) == _opset(decomposed) == opset
+    x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
+    # 2.3 and 0.7 at these sizes are where sampling by output size was off (by up to 0.5 and more).
+    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0], [0.7, 2.3], [1.5, 0.7]):
+        s = np.array(scales, np.float32)
+        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode=torch_mode,
+                                 recompute_scale_factor=False).numpy()
+        [original], [got] = run(graph, x=x, s=s), run(decomposed, x=x, s=s)
+        np.testing.assert_allclose(original, expected, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_resize_with_scales_computed_from_constants_stays_with_a_note_on_runtime_scales(capsys):
+    # Concat(Constant[1, 1], Constant[2.3, 2.3]): computed in the graph, yet constant.
     graph = helper.make_model(
         helper.make_graph(
-            [helper.make_node("Concat", ["ones", "s"], ["scales"], axis=0),
-             helper.make_node("Resize", ["x", "", "scales"], ["y"], mode="linear",
-                              coordinate_transformation_mode="half_pixel")],
-            "scales",
-            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"]),
-             helper.make_tensor_value_info("s", TensorProto.FLOAT, [2])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "oh", "ow"])],
-            [helper.make_tensor("ones", TensorProto.FLOAT, [2], [1.0, 1.0])],
-        ),
-        opset_imports=[helper.make_opsetid("", 20)], ir_version=10,
-    )
-    pluginized = pluginize(graph)
-    assert ops(pluginized) == ["Concat", "Resize"]
-    assert "left as Resize: its scales arrive at run time" in capsys.readouterr().out
-    decomposed = decompose(pluginized)
-    x = np.random.default_rng(1).random((2, 3, 6, 5), dtype=np.float32)
-    for scales in ([2.0, 3.0], [2.3, 1.7], [0.45, 1.0]):
-        s = np.array(scales, np.float32)
-        expected = F.interpolate(torch.from_numpy(x), scale_factor=scales, mode="bilinear",
-                                 recompute_scale_factor=False).numpy()
-        np.testing.assert_allclose(run(decomposed, x=x, s=s)[0], expected, rtol=1e-5, atol=1e-5)
+            [helper.make_node("Constant", [], ["ones"], value=helper.make_tensor("o", TensorProto.FLOAT, [2], [1, 1])),
+             helper.make_node("Constant", [], ["hw"], value=helper.make_tensor("f", TensorProto.FLOAT, [2], [2.3, 2.3])),
+             helper.make_node("Concat", ["ones", "hw"], ["scales"], axis=0),
+             helper.make_node("Resize", ["x", "", "scales"], ["y"], name="up", mode="linear")],
+            "baked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, "OH", "OW"])]),
+        opset_imports=[helper.make_opsetid("", 17)], ir_version=10)
+    assert ops(pluginize(graph)) == ["Constant", "Constant", "Concat", "Resize"]
+    out = capsys.readouterr().out
+    assert "left as Resize: its scales" in out and "constants baked into the graph" in out
+    assert "pass the scales as a graph input" in out
+
+
+def test_resize_with_runtime_scales_of_n_or_c_is_refused(resize_by_runtime_scales):
+    with pytest.raises(PluginizeError, match=r"scales for N and C are \[1.0, 2.0\]"):
+        pluginize(resize_by_runtime_scales("linear", leading=(1.0, 2.0)))
 
 
 class FixedSize(torch.nn.Module):
@@ -418,6 +497,23 @@ def test_nearest_round_prefer_ceil_at_half_pixel_becomes_nearest_exact_and_round
         expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode="nearest-exact").numpy()
         np.testing.assert_array_equal(run(decomposed, x=x, like=like)[0], expected)
         np.testing.assert_array_equal(run(graph, x=x, like=like)[0], expected)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+def test_pytorch_half_pixel_becomes_half_pixel_with_a_warning_naming_the_size_1_difference(mode, capsys):
+    graph = _runtime_resize(mode=mode, coordinate_transformation_mode="pytorch_half_pixel")
+    decomposed = decompose(pluginize(graph))
+    out = capsys.readouterr().out
+    assert "warning" in out and "'pytorch_half_pixel', rewritten as 'half_pixel'" in out and "output dim is 1" in out
+    rng = np.random.default_rng(6)
+    x = rng.random((2, 3, 9, 7), dtype=np.float32)
+    for (oh, ow), same in [((20, 5), True), ((4, 13), True), ((1, 5), False), ((6, 1), False)]:
+        like = np.zeros((2, 3, oh, ow), np.float32)
+        [got], [original] = run(decomposed, x=x, like=like), run(graph, x=x, like=like)
+        torch_mode = {"linear": "bilinear", "cubic": "bicubic"}[mode]
+        expected = F.interpolate(torch.from_numpy(x), size=(oh, ow), mode=torch_mode, align_corners=False).numpy()
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)  # F.interpolate's numbers always
+        assert np.allclose(got, original, rtol=1e-5, atol=1e-5) == same  # the graph's unless a dim is 1
 
 
 def test_pluginize_command_writes_the_graph_and_refuses_with_exit_code_2(tmp_path, capsys):
