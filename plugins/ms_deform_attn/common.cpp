@@ -24,12 +24,9 @@ std::vector<int64_t> outputDims(const Params& p, OutputLayout layout) {
 }
 
 Status checkTypes(DType dtype, DType sampling_dtype) {
-    const auto name = [](DType t) {
-        return t == DType::kFloat32 ? "float32" : t == DType::kFloat16 ? "float16" : "bfloat16";
-    };
     if (sampling_dtype == dtype || sampling_dtype == DType::kFloat32) return Status::Ok();
     return Status::Error(std::string("MSDeformAttn: sampling_locations and attention_weights must be value's dtype (") +
-                         name(dtype) + ") or float32, got " + name(sampling_dtype) +
+                         dtypeName(dtype) + ") or float32, got " + dtypeName(sampling_dtype) +
                          "; cast them to float32 (coordinates are computed in float32 either way)");
 }
 
