@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plugserve.ops import DOMAIN, SHAPE_INPUT_ATTRIBUTE, plugin_attributes
+from plugserve.ops.common import attr_text
 
 if TYPE_CHECKING:
     import onnx
@@ -158,9 +159,6 @@ class PluginizeError(ValueError):
     """Nodes pluginize recognised but cannot map faithfully; the message gives each node and why."""
 
 
-def _text(value: Any) -> Any:
-    return value.decode() if isinstance(value, bytes) else value
-
 
 def _is_runtime(tensor) -> bool:
     """True for a tensor computed while the graph runs (not an initializer, Constant or absent)."""
@@ -178,7 +176,7 @@ _KEEP_RESIZE = "or give this Resize constant sizes/scales, which pluginize leave
 
 def _resize_plan(node) -> tuple[str, int] | str:
     """(DynamicResize mode, align_corners) for a Resize node, or why it cannot be mapped and the way out."""
-    attrs = {key: _text(value) for key, value in node.attrs.items()}
+    attrs = {key: attr_text(value) for key, value in node.attrs.items()}
     mode = attrs.get("mode", "nearest")
     if mode not in _RESIZE_MODES:
         return f"mode {mode!r} has no DynamicResize equivalent (it has {sorted(_RESIZE_MODES)}); {_KEEP_RESIZE}"
@@ -347,7 +345,7 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
             rewrites.append((f"resize_by_{kind}", node, plan, label))
         elif (node.domain, node.op) == _RESIZE_LEGACY:
             extra = set(node.attrs) - {"align_corners", "mode", *_PLUGIN_LOOKUP_ATTRIBUTES}
-            mode = _text(node.attrs.get("mode", "bicubic"))
+            mode = attr_text(node.attrs.get("mode", "bicubic"))
             if extra or len(node.inputs) != 2 or mode not in _COORDINATE_MODES:
                 refused.append(f"{label}: expected inputs (input, size_tensor) and attributes align_corners[, mode], "
                                f"got {len(node.inputs)} inputs and attributes {sorted(node.attrs)}")
@@ -382,7 +380,7 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
                     f"export; the DynamicResize node keeps it, so its output size is now fixed: re-export with the "
                     f"size computed from an input (e.g. F.interpolate(size=like.shape[-2:]) with dynamic axes) to "
                     f"serve other sizes")
-            if _text(node.attrs.get("coordinate_transformation_mode")) == "pytorch_half_pixel":
+            if attr_text(node.attrs.get("coordinate_transformation_mode")) == "pytorch_half_pixel":
                 log(f"pluginize: warning: {label} has coordinate_transformation_mode='pytorch_half_pixel', rewritten "
                     f"as 'half_pixel' (F.interpolate's and DynamicResize's): the two differ only where an output "
                     f"dim is 1, which pytorch_half_pixel samples at source coordinate 0 and half_pixel at the "

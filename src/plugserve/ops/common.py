@@ -20,6 +20,11 @@ PLUGIN_VERSION = "1"
 SHAPE_INPUT_ATTRIBUTE = "tensorrt_plugin_shape_input_indices"
 
 
+def attr_text(value):
+    """A string attribute as onnx-graphsurgeon gives it (bytes or str) as str; other values as they are."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 # Which implementation the torch.library ops run: "plugserve" = the libplugserve.so kernels when
 # the library loads (else the reference), "reference" = pure PyTorch always. Process-wide, because
 # the torch runtime serves one program both ways to measure our kernels against PyTorch's operators,

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from plugserve import native
-from plugserve.ops.common import SHAPE_INPUT_ATTRIBUTE, plugin_attributes, plugin_op, use_kernels
+from plugserve.ops.common import SHAPE_INPUT_ATTRIBUTE, attr_text, plugin_attributes, plugin_op, use_kernels
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -141,8 +141,8 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
 
     x, size, *scales = node.inputs
     output = node.outputs[0]
-    mode = _string(node.attrs.get("mode", "bicubic"))
-    by_scales = _string(node.attrs.get("coordinate_scale", "size"))
+    mode = attr_text(node.attrs.get("mode", "bicubic"))
+    by_scales = attr_text(node.attrs.get("coordinate_scale", "size"))
     if by_scales not in ("size", "scales") or (by_scales == "scales") != bool(scales):
         raise ValueError(f"{node.name}: DynamicResize takes (x, size) with coordinate_scale 'size' (the default) or "
                          f"(x, size, scales) with 'scales'; got {len(node.inputs)} inputs and {by_scales!r}")
@@ -174,8 +174,3 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
         return
     sizes = emit("Concat", emit.shape(x, 0, 2), emit("Cast", size, to=7), axis=0)
     emit("Resize", x, skipped, skipped, sizes, outputs=[output], **attrs)
-
-
-def _string(value: str | bytes) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from plugserve import native
-from plugserve.ops.common import plugin_attributes, plugin_op, use_kernels
+from plugserve.ops.common import attr_text, plugin_attributes, plugin_op, use_kernels
 
 if TYPE_CHECKING:
     import onnx_graphsurgeon as gs
@@ -177,8 +177,7 @@ def decompose(graph: gs.Graph, node: gs.Node) -> None:
     value, spatial_shapes, level_start_index, sampling_locations, attention_weights = node.inputs
     output = node.outputs[0]
     # NVIDIA's node has no such attribute: its layout is ours by default.
-    output_layout = node.attrs.get("output_layout", "heads_channels")
-    output_layout = output_layout.decode() if isinstance(output_layout, bytes) else output_layout
+    output_layout = attr_text(node.attrs.get("output_layout", "heads_channels"))
     try:
         check_output_layout(output_layout)
     except ValueError as error:
