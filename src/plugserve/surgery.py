@@ -274,9 +274,9 @@ def _resize_target(node) -> tuple[object, str]:
     return node.inputs[2], "scales"
 
 
-def _output_hw(emit, sizes, x) -> object:
-    """The (H, W) int64 tensor a Resize with runtime sizes produces."""
-    return emit("Cast", emit("Slice", sizes, emit.int64(2), emit.int64(4), emit.int64(0)), to=7)
+def _hw(emit, nchw) -> object:
+    """Elements 2:4 (H, W) of an NCHW-ordered 1-D tensor: a Resize's sizes or scales, a shape."""
+    return emit("Slice", nchw, emit.int64(2), emit.int64(4), emit.int64(0))
 
 
 def _dynamic_resize_node(emit, inputs: list, output, mode: str, align_corners: int) -> None:
@@ -386,10 +386,10 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
                     f"dim is 1, which pytorch_half_pixel samples at source coordinate 0 and half_pixel at the "
                     f"input's centre")
             if kind == "resize_by_sizes":
-                inputs, how = [x, _output_hw(emit, target, x)], "size from sizes[2:4]"
+                inputs, how = [x, emit("Cast", _hw(emit, target), to=7)], "size from sizes[2:4]"
             else:
                 # Resize's own output size, floor(in * scale), as the size; the scales for the coordinates.
-                hw_scales = emit("Slice", target, emit.int64(2), emit.int64(4), emit.int64(0))
+                hw_scales = _hw(emit, target)
                 in_hw = emit("Cast", emit.shape(x, 2, 4), to=1)
                 hw = emit("Cast", emit("Floor", emit("Mul", in_hw, hw_scales)), to=7)
                 inputs, how = [x, hw, hw_scales], "size floor(in * scales[2:4]), coordinates by scales[2:4]"
@@ -401,7 +401,7 @@ def pluginize(model: onnx.ModelProto, *, log=print) -> onnx.ModelProto:
             x, size_tensor = node.inputs
             mode, align_corners = plan
             detach(node)
-            hw = emit("Slice", emit("Shape", size_tensor), emit.int64(2), emit.int64(4), emit.int64(0))
+            hw = _hw(emit, emit("Shape", size_tensor))
             _dynamic_resize_node(emit, [x, hw], output, mode, align_corners)
             log(f"pluginize: {label} (size from the shape of {size_tensor.name!r}) -> {DOMAIN}::DynamicResize "
                 f"mode={mode} align_corners={align_corners}")
