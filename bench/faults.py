@@ -31,6 +31,7 @@ import psutil
 
 from plugserve.client import Client
 from plugserve.perf.inputs import generate_inputs, profile_shapes
+from plugserve.runners import contract
 from plugserve.server import TritonServer
 from plugserve.watchdog import stubs
 from soak import saturate
@@ -72,7 +73,7 @@ def largest_request_memory(server: TritonServer, model: str) -> dict:
     assert server.process is not None
     with Client(server.http_url, "http") as client:
         config = client.config(model)
-        spec = json.loads(config["parameters"]["plugserve_spec"]["string_value"])
+        spec = contract.spec_from_config(config)
         profile = len(spec["profiles"]) - 1
         largest = profile_shapes(config, profile, "max")
         shapes = {t["name"]: largest[t["name"]] for t in spec["inputs"] if not t.get("shape_tensor")}
