@@ -41,11 +41,13 @@ class ServerUnreachable(ConnectionError):
 
 
 class LoadRefused(RuntimeError):
-    """The server answered a repository request with an error; `fix` says what to do about it."""
+    """The server answered a repository request with an error; `fix` says what to do about it,
+    `said` is the server's own message."""
 
-    def __init__(self, message: str, fix: str | None = None):
+    def __init__(self, message: str, fix: str | None = None, said: str | None = None):
         super().__init__(message)
         self.fix = fix
+        self.said = said
 
 
 @dataclass
@@ -73,8 +75,8 @@ class LiveServer:
             fix = _fix(text)
             if fix == EXPLICIT_FIX:  # Triton's words name polling for model control none too
                 raise LoadRefused(f"the server at {self.url} runs with model control none or poll, which refuses "
-                                  f"loads (it says: {text})", fix) from None
-            raise LoadRefused(f"the server at {self.url} answered: {text}", fix) from None
+                                  f"loads (it says: {text})", fix, text) from None
+            raise LoadRefused(f"the server at {self.url} answered: {text}", fix, text) from None
         except (urllib.error.URLError, OSError) as error:
             reason = getattr(error, "reason", error)
             raise ServerUnreachable(f"no server at {self.url} (http): {getattr(reason, 'strerror', None) or reason}"
@@ -98,7 +100,7 @@ class LiveServer:
         except LoadRefused as error:
             if error.fix is not None:  # not the model's fault: the server refuses any load
                 raise
-            return str(error).partition(" answered: ")[2]
+            return error.said
         return None
 
     def check_loads(self) -> None:
