@@ -63,10 +63,10 @@ def stubs(server_pid: int) -> dict[int, Stub]:
             argv = (pid_dir / "cmdline").read_bytes().split(b"\0")
             # <stub> <repository>/<model>/<version>/model.py <region> <sizes> <parent pid> <backend dir>
             # <ipc size> <instance name> <runtime modes>; the trailing b"" of the NUL-terminated list included.
-            version_dir = Path(argv[1].decode()).parent if len(argv) >= 10 else Path()
-            instance = argv[-3].decode() if len(argv) >= 10 else ""
-            if Path(argv[0].decode()).name == STUB_NAME and version_dir.name.isdigit() \
-                    and instance != version_dir.parent.name:  # the model's own stub is no instance
+            if len(argv) < 10 or Path(argv[0].decode()).name != STUB_NAME:
+                continue
+            version_dir, instance = Path(argv[1].decode()).parent, argv[-3].decode()
+            if version_dir.name.isdigit() and instance != version_dir.parent.name:  # the model's own stub is no instance
                 found[int(pid_dir.name)] = Stub(int(pid_dir.name), version_dir.parent.name, int(version_dir.name),
                                                 instance, argv[2].decode())
     return found
