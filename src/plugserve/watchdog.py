@@ -122,6 +122,8 @@ class Watchdog:
                      f"removed the dead instances' shared memory {', '.join(s.region for s in lost)}")
         # The reloaded models' old instances, the healthy ones included, are retired by Triton after
         # the reload returns: their exit is no death.
+        # A stub of this check's first look that went since stays known, so that the next check
+        # sees it go (a rescan alone would forget a death between the two looks).
         retired = {pid for pid, stub in alive.items() if stub.model in models}
-        self.known = {pid: stub for pid, stub in stubs(self.server_pid).items() if pid not in retired}
+        self.known = {pid: stub for pid, stub in {**alive, **stubs(self.server_pid)}.items() if pid not in retired}
         return models
