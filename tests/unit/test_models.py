@@ -61,8 +61,10 @@ def test_deformable_weights_are_created_on_first_use_and_deterministic_from_the_
         torch.testing.assert_close(tensor, saved[key], rtol=0, atol=0)
 
 
-def test_committed_srcnn_checkpoint_is_small():
-    assert srcnn.CHECKPOINT.stat().st_size < 200_000
+def test_committed_srcnn_checkpoint_holds_only_the_weights():
+    # fp32 weights and pickling overhead; optimizer state or a second copy would double it.
+    parameters = sum(p.numel() for p in srcnn.build().parameters())
+    assert srcnn.CHECKPOINT.stat().st_size < 4 * parameters * 1.1
 
 
 def test_committed_srcnn_beats_bicubic_on_a_held_out_photo():
@@ -73,4 +75,4 @@ def test_committed_srcnn_beats_bicubic_on_a_held_out_photo():
     with torch.no_grad():
         ours = srcnn.psnr(model(lr, size), hr, shave=3)
     bicubic = srcnn.psnr(resize(lr, size, "bicubic", False), hr, shave=3)
-    assert ours > bicubic + 0.1, f"SRCNN {ours:.2f} dB vs bicubic {bicubic:.2f} dB"
+    assert ours > bicubic + 0.25, f"SRCNN {ours:.2f} dB vs bicubic {bicubic:.2f} dB"
