@@ -34,7 +34,7 @@ DEPTH = 5
 class SuperResolution(nn.Module):
     """image [N, 3, H, W] RGB in [0, 1], size int64 [2] = (OH, OW) -> upscaled [N, 3, OH, OW] in [0, 1]."""
 
-    def __init__(self, width: int = WIDTH, depth: int = DEPTH) -> None:
+    def __init__(self, width: int, depth: int) -> None:
         super().__init__()
         self.features = nn.Conv2d(3, width, kernel_size=5, padding=2)
         self.mapping = nn.ModuleList(nn.Conv2d(width, width, kernel_size=3, padding=1) for _ in range(depth))
